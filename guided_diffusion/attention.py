@@ -1,0 +1,80 @@
+"""The attention seam: every AttentionBlock hands its qkv to an AttentionHost.
+
+The host owns no parameters. It splits qkv into (B, heads, tokens, channels) tensors according to the block's
+channel layout, runs one or more processors over batch slices (a plan), and merges the heads back. Guidance
+replaces processors for parts of the batch; the model code never changes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Processor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+PlanSegment = tuple[slice, Processor]
+
+LAYOUTS = ("legacy", "new")
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Fast default: fused scaled-dot-product attention (same maths as upstream, different rounding)."""
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Upstream's arithmetic: q and k each scaled by ch^-1/4, softmax in float32 cast back."""
+    scale = 1 / math.sqrt(math.sqrt(q.shape[-1]))
+    weight = torch.einsum("bhtc,bhsc->bhts", q * scale, k * scale)
+    weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
+    return torch.einsum("bhts,bhsc->bhtc", weight, v)
+
+
+PROCESSORS = {"sdpa": sdpa_attention, "exact": exact_attention}
+
+
+class AttentionHost(nn.Module):
+    """Parameter-free attention operator of one AttentionBlock.
+
+    `layout` is the qkv channel order: "legacy" = per head [q|k|v] (QKVAttentionLegacy), "new" = [all q|all k|all v]
+    (QKVAttention). A checkpoint must run with the layout it was trained with.
+    """
+
+    def __init__(self, num_heads: int, layout: str = "legacy", processor: Processor = sdpa_attention):
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown attention layout {layout!r}; choose one of {LAYOUTS}")
+        self.num_heads = num_heads
+        self.layout = layout
+        self.processor = processor
+        self.plan: Sequence[PlanSegment] | None = None
+
+    def split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """qkv (B, 3*H*C, T) -> q, k, v each (B, H, T, C)."""
+        bs, width, length = qkv.shape
+        ch = width // (3 * self.num_heads)
+        if self.layout == "legacy":
+            parts = qkv.reshape(bs, self.num_heads, 3, ch, length).unbind(2)
+        else:
+            parts = qkv.reshape(bs, 3, self.num_heads, ch, length).unbind(1)
+        q, k, v = (p.transpose(-1, -2) for p in parts)
+        return q, k, v
+
+    @staticmethod
+    def merge_heads(out: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, C) -> (B, H*C, T), the layout proj_out expects for both orders."""
+        bs, heads, length, ch = out.shape
+        return out.transpose(-1, -2).reshape(bs, heads * ch, length)
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split_heads(qkv)
+        if self.plan is None:
+            return self.merge_heads(self.processor(q, k, v))
+        outs = [processor(q[sl], k[sl], v[sl]) for sl, processor in self.plan]
+        return self.merge_heads(torch.cat(outs, dim=0))
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, layout={self.layout}"

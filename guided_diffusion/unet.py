@@ -1,0 +1,456 @@
+"""ADM / IDDPM U-Net, its noisy-image classifier and the super-resolution variant.
+
+The module tree reproduces upstream's exactly, so the official checkpoints load with strict=True. Architecture
+choices that no state-dict key reveals (attention layout, head split, fp16 scope, activation) are constructor
+arguments that every model config states explicitly.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import AttentionHost
+from .nn import (
+    avg_pool_nd,
+    conv_nd,
+    convert_module_to_f16,
+    make_activation,
+    normalization,
+    timestep_embedding,
+    zero_module,
+)
+
+
+class TimestepBlock(nn.Module):
+    @abstractmethod
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Apply the block to x given the timestep embedding."""
+
+
+class TimestepEmbedSequential(nn.Sequential, TimestepBlock):
+    """Sequential that passes the embedding to the children that take one."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, TimestepBlock) else layer(x)
+        return x
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
+        super().__init__()
+        self.channels = channels
+        self.out_channels = out_channels or channels
+        self.use_conv = use_conv
+        self.dims = dims
+        if use_conv:
+            self.conv = conv_nd(dims, self.channels, self.out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dims == 3:
+            x = F.interpolate(x, (x.shape[2], x.shape[3] * 2, x.shape[4] * 2), mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv(x) if self.use_conv else x
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int, use_conv: bool, dims: int = 2, out_channels: int | None = None):
+        super().__init__()
+        self.channels = channels
+        self.out_channels = out_channels or channels
+        stride = 2 if dims != 3 else (1, 2, 2)
+        if use_conv:
+            self.op = conv_nd(dims, self.channels, self.out_channels, 3, stride=stride, padding=1)
+        else:
+            if self.channels != self.out_channels:
+                raise ValueError("average-pool downsampling cannot change the channel count")
+            self.op = avg_pool_nd(dims, kernel_size=stride, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class ResBlock(TimestepBlock):
+    """Residual block conditioned on the timestep embedding, optionally resampling (resblock_updown)."""
+
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        use_conv: bool = False,
+        use_scale_shift_norm: bool = False,
+        dims: int = 2,
+        up: bool = False,
+        down: bool = False,
+        activation: str = "silu",
+    ):
+        super().__init__()
+        self.out_channels = out_channels or channels
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.in_layers = nn.Sequential(
+            normalization(channels),
+            make_activation(activation),
+            conv_nd(dims, channels, self.out_channels, 3, padding=1),
+        )
+        self.updown = up or down
+        if up:
+            self.h_upd = Upsample(channels, False, dims)
+            self.x_upd = Upsample(channels, False, dims)
+        elif down:
+            self.h_upd = Downsample(channels, False, dims)
+            self.x_upd = Downsample(channels, False, dims)
+        else:
+            self.h_upd = self.x_upd = nn.Identity()
+        self.emb_layers = nn.Sequential(
+            make_activation(activation),
+            nn.Linear(emb_channels, 2 * self.out_channels if use_scale_shift_norm else self.out_channels),
+        )
+        self.out_layers = nn.Sequential(
+            normalization(self.out_channels),
+            make_activation(activation),
+            nn.Dropout(p=dropout),
+            zero_module(conv_nd(dims, self.out_channels, self.out_channels, 3, padding=1)),
+        )
+        if self.out_channels == channels:
+            self.skip_connection = nn.Identity()
+        elif use_conv:
+            self.skip_connection = conv_nd(dims, channels, self.out_channels, 3, padding=1)
+        else:
+            self.skip_connection = conv_nd(dims, channels, self.out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.updown:
+            h = self.in_layers[:-1](x)
+            h = self.h_upd(h)
+            x = self.x_upd(x)
+            h = self.in_layers[-1](h)
+        else:
+            h = self.in_layers(x)
+        emb_out = self.emb_layers(emb).type(h.dtype)
+        while emb_out.dim() < h.dim():
+            emb_out = emb_out[..., None]
+        if self.use_scale_shift_norm:
+            scale, shift = torch.chunk(emb_out, 2, dim=1)
+            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = self.out_layers[1:](h)
+        else:
+            h = self.out_layers(h + emb_out)
+        return self.skip_connection(x) + h
+
+
+def resolve_num_heads(channels: int, num_heads: int, num_head_channels: int) -> int:
+    """Upstream rule: num_head_channels, when set (not -1), decides the head count; else num_heads."""
+    if num_head_channels == -1:
+        return num_heads
+    if channels % num_head_channels:
+        raise ValueError(f"channels {channels} are not divisible by num_head_channels {num_head_channels}")
+    return channels // num_head_channels
+
+
+class AttentionBlock(nn.Module):
+    """Spatial self-attention; the attention product itself is delegated to `self.attention` (the seam)."""
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        use_new_attention_order: bool = False,
+    ):
+        super().__init__()
+        self.channels = channels
+        self.num_heads = resolve_num_heads(channels, num_heads, num_head_channels)
+        self.norm = normalization(channels)
+        self.qkv = conv_nd(1, channels, channels * 3, 1)
+        self.attention = AttentionHost(self.num_heads, "new" if use_new_attention_order else "legacy")
+        self.proj_out = zero_module(conv_nd(1, channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        x = x.reshape(b, c, -1)
+        h = self.proj_out(self.attention(self.qkv(self.norm(x))))
+        return (x + h).reshape(b, c, *spatial)
+
+
+class AttentionPool2d(nn.Module):
+    """CLIP-style attention pooling head of the official classifiers (new qkv order, mean token first)."""
+
+    def __init__(self, spacial_dim: int, embed_dim: int, num_heads_channels: int, output_dim: int | None = None):
+        super().__init__()
+        self.positional_embedding = nn.Parameter(torch.randn(embed_dim, spacial_dim**2 + 1) / embed_dim**0.5)
+        self.qkv_proj = conv_nd(1, embed_dim, 3 * embed_dim, 1)
+        self.c_proj = conv_nd(1, embed_dim, output_dim or embed_dim, 1)
+        self.num_heads = embed_dim // num_heads_channels
+        self.attention = AttentionHost(self.num_heads, "new")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        x = x.reshape(b, c, -1)
+        x = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1)
+        x = x + self.positional_embedding[None].to(x.dtype)
+        x = self.c_proj(self.attention(self.qkv_proj(x)))
+        return x[:, :, 0]
+
+
+def _as_tuple(values: Sequence) -> tuple:
+    return tuple(values)
+
+
+class _Torso(nn.Module):
+    """Encoder half shared by UNetModel and EncoderUNetModel: time embedding, input blocks, middle block."""
+
+    def _build_torso(
+        self,
+        in_channels: int,
+        model_channels: int,
+        num_res_blocks: int,
+        attention_resolutions: Sequence[int],
+        dropout: float,
+        channel_mult: Sequence[float],
+        conv_resample: bool,
+        dims: int,
+        num_heads: int,
+        num_head_channels: int,
+        use_scale_shift_norm: bool,
+        resblock_updown: bool,
+        use_new_attention_order: bool,
+        activation: str,
+    ) -> tuple[int, int, list[int], int]:
+        time_embed_dim = model_channels * 4
+        self.time_embed = nn.Sequential(
+            nn.Linear(model_channels, time_embed_dim),
+            make_activation(activation),
+            nn.Linear(time_embed_dim, time_embed_dim),
+        )
+        ch = input_ch = int(channel_mult[0] * model_channels)
+        self.input_blocks = nn.ModuleList(
+            [TimestepEmbedSequential(conv_nd(dims, in_channels, ch, 3, padding=1))]
+        )
+        chans = [ch]
+        ds = 1
+        res = dict(dims=dims, use_scale_shift_norm=use_scale_shift_norm, activation=activation)
+        attn = dict(num_heads=num_heads, num_head_channels=num_head_channels,
+                    use_new_attention_order=use_new_attention_order)
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers: list[nn.Module] = [
+                    ResBlock(ch, time_embed_dim, dropout, out_channels=int(mult * model_channels), **res)
+                ]
+                ch = int(mult * model_channels)
+                if ds in attention_resolutions:
+                    layers.append(AttentionBlock(ch, **attn))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                chans.append(ch)
+            if level != len(channel_mult) - 1:
+                if resblock_updown:
+                    block = ResBlock(ch, time_embed_dim, dropout, out_channels=ch, down=True, **res)
+                else:
+                    block = Downsample(ch, conv_resample, dims=dims, out_channels=ch)
+                self.input_blocks.append(TimestepEmbedSequential(block))
+                chans.append(ch)
+                ds *= 2
+        self.middle_block = TimestepEmbedSequential(
+            ResBlock(ch, time_embed_dim, dropout, **res),
+            AttentionBlock(ch, **attn),
+            ResBlock(ch, time_embed_dim, dropout, **res),
+        )
+        return ch, input_ch, chans, ds
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Torso dtype: float16 after convert_to_fp16 (or use_fp16=True), else float32."""
+        return self.input_blocks[0][0].weight.dtype
+
+    def torso_modules(self) -> list[nn.Module]:
+        return [self.input_blocks, self.middle_block]
+
+    def convert_to_fp16(self) -> None:
+        """Upstream's mixed precision: torso convolutions in half, everything else float32."""
+        for module in self.torso_modules():
+            module.apply(convert_module_to_f16)
+
+
+class UNetModel(_Torso):
+    """The ADM U-Net (also IDDPM's, with resblock_updown=False and activation='sigmoid_silu').
+
+    attention_resolutions are downsample factors ds (image_size // resolution), as upstream's constructor takes them.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        model_channels: int,
+        out_channels: int,
+        num_res_blocks: int,
+        attention_resolutions: Sequence[int],
+        dropout: float = 0.0,
+        channel_mult: Sequence[float] = (1, 2, 4, 8),
+        conv_resample: bool = True,
+        dims: int = 2,
+        num_classes: int | None = None,
+        use_fp16: bool = False,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        num_heads_upsample: int = -1,
+        use_scale_shift_norm: bool = False,
+        resblock_updown: bool = False,
+        use_new_attention_order: bool = False,
+        activation: str = "silu",
+    ):
+        super().__init__()
+        if num_heads_upsample == -1:
+            num_heads_upsample = num_heads
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.model_channels = model_channels
+        self.out_channels = out_channels
+        self.num_classes = num_classes
+        # Kept as given (not the true head count): SAG's official map reshape reads this attribute.
+        self.num_heads = num_heads
+        self.num_head_channels = num_head_channels
+        self.attention_resolutions = _as_tuple(attention_resolutions)
+        ch, input_ch, chans, ds = self._build_torso(
+            in_channels, model_channels, num_res_blocks, attention_resolutions, dropout, channel_mult,
+            conv_resample, dims, num_heads, num_head_channels, use_scale_shift_norm, resblock_updown,
+            use_new_attention_order, activation,
+        )
+        time_embed_dim = model_channels * 4
+        if num_classes is not None:
+            self.label_emb = nn.Embedding(num_classes, time_embed_dim)
+        res = dict(dims=dims, use_scale_shift_norm=use_scale_shift_norm, activation=activation)
+        self.output_blocks = nn.ModuleList([])
+        for level, mult in list(enumerate(channel_mult))[::-1]:
+            for i in range(num_res_blocks + 1):
+                skip_ch = chans.pop()
+                layers: list[nn.Module] = [
+                    ResBlock(ch + skip_ch, time_embed_dim, dropout, out_channels=int(model_channels * mult), **res)
+                ]
+                ch = int(model_channels * mult)
+                if ds in attention_resolutions:
+                    layers.append(AttentionBlock(ch, num_heads=num_heads_upsample, num_head_channels=num_head_channels,
+                                                 use_new_attention_order=use_new_attention_order))
+                if level and i == num_res_blocks:
+                    if resblock_updown:
+                        layers.append(ResBlock(ch, time_embed_dim, dropout, out_channels=ch, up=True, **res))
+                    else:
+                        layers.append(Upsample(ch, conv_resample, dims=dims, out_channels=ch))
+                    ds //= 2
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+        self.out = nn.Sequential(
+            normalization(ch),
+            make_activation(activation),
+            zero_module(conv_nd(dims, input_ch, out_channels, 3, padding=1)),
+        )
+        if use_fp16:
+            self.convert_to_fp16()
+
+    def torso_modules(self) -> list[nn.Module]:
+        return [self.input_blocks, self.middle_block, self.output_blocks]
+
+    def embed(self, timesteps: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if (y is not None) != (self.num_classes is not None):
+            raise ValueError(
+                "this model is class-conditional: pass labels y" if self.num_classes is not None
+                else "this model is unconditional: do not pass labels y"
+            )
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        if self.num_classes is not None:
+            if y.shape != (timesteps.shape[0],):
+                raise ValueError(f"labels y must have shape ({timesteps.shape[0]},), got {tuple(y.shape)}")
+            emb = emb + self.label_emb(y)
+        return emb
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.embed(timesteps, y)
+        skips = []
+        h = x.type(self.dtype)
+        for module in self.input_blocks:
+            h = module(h, emb)
+            skips.append(h)
+        h = self.middle_block(h, emb)
+        for module in self.output_blocks:
+            h = module(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h.type(x.dtype))
+
+
+class SuperResModel(UNetModel):
+    """U-Net conditioned on a low-resolution image, bilinearly upsampled and concatenated to the input."""
+
+    def __init__(self, image_size: int, in_channels: int, *args, **kwargs):
+        super().__init__(image_size, in_channels * 2, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, low_res: torch.Tensor | None = None,
+                y: torch.Tensor | None = None) -> torch.Tensor:
+        if low_res is None:
+            raise ValueError("SuperResModel needs low_res (the base samples, NCHW in [-1, 1])")
+        upsampled = F.interpolate(low_res, x.shape[2:], mode="bilinear")
+        return super().forward(torch.cat([x, upsampled], dim=1), timesteps, y=y)
+
+
+class EncoderUNetModel(_Torso):
+    """The noisy-image classifier: the U-Net's encoder half followed by a pooling head."""
+
+    def __init__(
+        self,
+        image_size: int,
+        in_channels: int,
+        model_channels: int,
+        out_channels: int,
+        num_res_blocks: int,
+        attention_resolutions: Sequence[int],
+        dropout: float = 0.0,
+        channel_mult: Sequence[float] = (1, 2, 4, 8),
+        conv_resample: bool = True,
+        dims: int = 2,
+        use_fp16: bool = False,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        num_heads_upsample: int = -1,
+        use_scale_shift_norm: bool = False,
+        resblock_updown: bool = False,
+        use_new_attention_order: bool = False,
+        pool: str = "adaptive",
+        activation: str = "silu",
+    ):
+        super().__init__()
+        self.model_channels = model_channels
+        self.out_channels = out_channels
+        self.pool = pool
+        ch, _, _, ds = self._build_torso(
+            in_channels, model_channels, num_res_blocks, attention_resolutions, dropout, channel_mult,
+            conv_resample, dims, num_heads, num_head_channels, use_scale_shift_norm, resblock_updown,
+            use_new_attention_order, activation,
+        )
+        if pool == "adaptive":
+            self.out = nn.Sequential(
+                normalization(ch), make_activation(activation), nn.AdaptiveAvgPool2d((1, 1)),
+                zero_module(conv_nd(dims, ch, out_channels, 1)), nn.Flatten(),
+            )
+        elif pool == "attention":
+            if num_head_channels == -1:
+                raise ValueError("pool='attention' needs num_head_channels")
+            self.out = nn.Sequential(
+                normalization(ch), make_activation(activation),
+                AttentionPool2d(image_size // ds, ch, num_head_channels, out_channels),
+            )
+        else:
+            raise ValueError(f"unsupported classifier pool {pool!r}; choose 'adaptive' or 'attention'")
+        if use_fp16:
+            self.convert_to_fp16()
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        h = x.type(self.dtype)
+        for module in self.input_blocks:
+            h = module(h, emb)
+        h = self.middle_block(h, emb)
+        return self.out(h.type(x.dtype))
