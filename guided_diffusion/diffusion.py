@@ -113,6 +113,16 @@ class GaussianDiffusion:
             return mapped.float() * (1000.0 / self.original_num_steps)
         return mapped
 
+    def index_of(self, model_t: torch.Tensor) -> torch.Tensor:
+        """Inverse of model_timesteps: the respaced index of a timestep the network received."""
+        steps = model_t.double() * (self.original_num_steps / 1000.0) if self.rescale_timesteps else model_t
+        steps = steps.round().long().cpu()
+        table = torch.from_numpy(self.timestep_map)
+        index = torch.searchsorted(table, steps)
+        if (index >= len(table)).any() or not torch.equal(table[index.clamp(max=len(table) - 1)], steps):
+            raise ValueError(f"timesteps {steps.tolist()} are not steps of this respaced process")
+        return index.to(model_t.device)
+
     # --------------------------------------------------------- forward process
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         noise = torch.randn_like(x_start) if noise is None else noise

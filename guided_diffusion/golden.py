@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from guidance.attention import attention_plan
+from guidance.base import Guider
 from guidance.classifier import classifier_cond_fn
+from guidance.compat import paper_scale
+from guidance.pag import PAG, legacy_layouts
+from guidance.perturbations import identity_attention
+from guidance.sag import SAG, sag_attention_map, sag_column_sums
 
 from .diffusion import GaussianDiffusion, create_diffusion, named_betas, quantize_uint8
 from .factory import build_network, diffusion_spec_from_flags, unet_spec_from_flags
@@ -226,17 +232,43 @@ class Variant:
 
     model: Callable[..., torch.Tensor]
     cond_fn: Callable[..., torch.Tensor] | None
+    record: dict[str, torch.Tensor] | None = None
 
 
-def _baseline(fixture: Fixture) -> Variant:
-    return Variant(_model_fn(fixture.model), None)
+def _pag(fixture: Fixture, diffusion: GaussianDiffusion, layers: list[str] | None = None,
+         upstream_script: bool = True) -> Guider:
+    """PAG as the fixture's sidecar describes it; `upstream_script` adds the script's legacy-layout reset."""
+    cfg = fixture.sidecar["pag"]
+    return PAG(fixture.model, diffusion, layers or cfg["drop_layers"], paper_scale(cfg["guide_scale"]),
+               upstream_legacy_layout=upstream_script)
 
 
-def _classifier_guided(fixture: Fixture) -> Variant:
-    return Variant(_model_fn(fixture.model), fixture.cond_fn())
+def _sag(fixture: Fixture, diffusion: GaussianDiffusion) -> Guider:
+    cfg = fixture.sidecar["sag"]
+    return SAG(fixture.model, diffusion, cfg["layer"], paper_scale(cfg["guide_scale"]),
+               blur_sigma=cfg["blur_sigma"], blur_kernel=cfg.get("kernel_size", 31), map_heads="unet")
 
 
-VARIANTS: dict[str, Callable[[Fixture], Variant]] = {"baseline": _baseline, "cg": _classifier_guided}
+GUIDERS: dict[str, Callable[[Fixture, GaussianDiffusion], Guider]] = {
+    "sag": _sag,
+    "pag": _pag,
+    "pag_semantic": lambda fixture, diffusion: _pag(fixture, diffusion, upstream_script=False),
+}
+
+
+def make_variant(fixture: Fixture, name: str, diffusion: GaussianDiffusion) -> Variant | None:
+    """baseline, cg, and <guidance>[_cg] for every guidance in GUIDERS; None when unsupported."""
+    base, cg = (name[:-3], True) if name.endswith("_cg") else (name, name == "cg")
+    if base in ("baseline", "cg"):
+        model: Callable[..., torch.Tensor] = _model_fn(fixture.model)
+        record = None
+    elif base in GUIDERS:
+        guider = GUIDERS[base](fixture, diffusion)
+        guider.record = record = {}
+        model = guider
+    else:
+        return None
+    return Variant(model, fixture.cond_fn() if cg else None, record)
 
 
 def _unsupported(name: str) -> str:
@@ -323,6 +355,8 @@ def check_forward(fixture: Fixture) -> Iterator[Result]:
             if y is not None:
                 scale = float(data.get("clf_scale", fixture.classifier_scale))
                 ours["clf_cond_grad"] = classifier_cond_fn(fixture.classifier, scale)(x, t, y=y)
+    with torch.no_grad():
+        ours.update(_forward_guidance(fixture, data))
     for key, ref in data.items():
         if key in ("x", "t", "y") or not torch.is_tensor(ref):
             continue
@@ -333,6 +367,42 @@ def check_forward(fixture: Fixture) -> Iterator[Result]:
             yield Result(name, SKIP, note="the fixture stores no labels y for this gradient")
         else:
             yield Result(name, SKIP, note=_unsupported(_forward_variant(key)))
+
+
+def _forward_guidance(fixture: Fixture, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """PAG-perturbed forwards and SAG's captured map, for the keys the fixture holds (README 5.1)."""
+    x, t, y = data["x"], data["t"], data.get("y")
+    model, batch = fixture.model, data["x"].shape[0]
+    run = _model_fn(model)
+    ours: dict[str, torch.Tensor] = {}
+
+    def perturbed(layers: list[str]) -> torch.Tensor:
+        with attention_plan(model, {name: [(slice(0, batch), identity_attention)] for name in layers}):
+            return run(x, t, y=y)
+
+    if "pag" in fixture.sidecar:
+        drop_layers = list(fixture.sidecar["pag"]["drop_layers"])
+        if "out_pag" in data:
+            ours["out_pag"] = perturbed(drop_layers)
+        for key in data:
+            if key.startswith("out_pag_single_eps."):
+                ours[key] = perturbed([key.split(".", 1)[1]])[:, : x.shape[1]]
+        with legacy_layouts(model):
+            if "out_pag_script_unperturbed" in data:
+                ours["out_pag_script_unperturbed"] = run(x, t, y=y)
+            if "out_pag_script" in data:
+                ours["out_pag_script"] = perturbed(drop_layers)
+    if "sag" in fixture.sidecar and any(k.startswith("sag_attn") for k in data):
+        sag = _sag(fixture, fixture.diffusion(""))
+        _, qkv = sag.capture_qkv(x, t, {"y": y})
+        attn_map = sag_attention_map(qkv, sag.heads, sag.layout)
+        ours["sag_attn_map"] = attn_map
+        if "sag_attn_map_row_stride" in data:
+            ours["sag_attn_map_rows"] = attn_map[:, :: int(data["sag_attn_map_row_stride"])]
+        colsum = sag_column_sums(qkv, sag.heads, sag.layout)
+        ours["sag_attn_colsum"] = colsum
+        ours["sag_attn_mask_lowres"] = (colsum > sag.threshold).reshape(-1, sag.resolution, sag.resolution)
+    return ours
 
 
 def _recorded_noise(noises: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -389,16 +459,20 @@ def check_steps(fixture: Fixture) -> Iterator[Result]:
         for variant in _variants(mode_data, {"common", "schedule"}):
             refs = mode_data[variant]
             vprefix = f"{prefix}/{variant}"
-            if variant not in VARIANTS:
+            spec = make_variant(fixture, variant, diffusion)
+            if spec is None:
                 for key in refs:
                     yield Result(f"{vprefix}/{key}", SKIP, note=_unsupported(variant))
                 continue
-            spec = VARIANTS[variant](fixture)
             step = diffusion.ddim_sample if use_ddim else diffusion.p_sample
             result = step(spec.model, x, t, cond_fn=spec.cond_fn, model_kwargs=kwargs,
                           noise_fn=_recorded_noise([common["noise"]]))
+            result.update(spec.record or {})
             result["mean_final"] = result.get("mean")
             result["pred_xstart_final"] = result["pred_xstart"]
+            if spec.record:
+                result["pred_xstart_guided"] = diffusion.predict_xstart_from_eps(x, t, spec.record["guided_eps"])\
+                    .clamp(-1, 1)
             for key, ref in refs.items():
                 name = f"{vprefix}/{key}"
                 if result.get(key) is None:
@@ -423,11 +497,11 @@ def check_loops(fixture: Fixture) -> Iterator[Result]:
         for variant in _variants(mode_data, {"schedule"}):
             refs = mode_data[variant]
             vprefix = f"{prefix}/{variant}"
-            if variant not in VARIANTS:
+            spec = make_variant(fixture, variant, diffusion)
+            if spec is None:
                 for key in refs:
                     yield Result(f"{vprefix}/{key}", SKIP, note=_unsupported(variant))
                 continue
-            spec = VARIANTS[variant](fixture)
             steps = [out["sample"] for out in diffusion.sample_loop_progressive(
                 spec.model, tuple(x_T.shape), noise=x_T, cond_fn=spec.cond_fn, model_kwargs=kwargs,
                 use_ddim=use_ddim, noise_fn=_recorded_noise(list(mode_data["noise"])))]

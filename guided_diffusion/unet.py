@@ -369,16 +369,46 @@ class UNetModel(_Torso):
             emb = emb + self.label_emb(y)
         return emb
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def top_level_blocks(self) -> list[str]:
+        """Names of the blocks forward runs in order; `fork_at` takes one of them."""
+        return ([f"input_blocks.{i}" for i in range(len(self.input_blocks))] + ["middle_block"]
+                + [f"output_blocks.{i}" for i in range(len(self.output_blocks))])
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        y: torch.Tensor | None = None,
+        fork_at: str | None = None,
+        fork_copies: int = 2,
+    ) -> torch.Tensor:
+        """Predict eps (and the variance interpolation value when learn_sigma).
+
+        With `fork_at`, the batch is computed once up to that top-level block and then replicated `fork_copies`
+        times (copy-major): callers that run variants differing only from that block on (PAG) save the shared prefix.
+        """
+        if fork_at is not None and fork_at not in self.top_level_blocks():
+            raise ValueError(f"fork_at {fork_at!r} is not a top-level block; choose one of {self.top_level_blocks()}")
         emb = self.embed(timesteps, y)
-        skips = []
         h = x.type(self.dtype)
-        for module in self.input_blocks:
-            h = module(h, emb)
+        state = {"emb": emb}
+
+        def run(name: str, block: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+            if name == fork_at:
+                state["emb"] = torch.cat([state["emb"]] * fork_copies)
+                inputs = torch.cat([inputs] * fork_copies)
+            return block(inputs, state["emb"])
+
+        skips = []
+        for i, module in enumerate(self.input_blocks):
+            h = run(f"input_blocks.{i}", module, h)
             skips.append(h)
-        h = self.middle_block(h, emb)
-        for module in self.output_blocks:
-            h = module(torch.cat([h, skips.pop()], dim=1), emb)
+        h = run("middle_block", self.middle_block, h)
+        for i, module in enumerate(self.output_blocks):
+            skip = skips.pop()
+            if skip.shape[0] != h.shape[0]:
+                skip = torch.cat([skip] * (h.shape[0] // skip.shape[0]))
+            h = run(f"output_blocks.{i}", module, torch.cat([h, skip], dim=1))
         return self.out(h.type(x.dtype))
 
 
@@ -389,11 +419,11 @@ class SuperResModel(UNetModel):
         super().__init__(image_size, in_channels * 2, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, low_res: torch.Tensor | None = None,
-                y: torch.Tensor | None = None) -> torch.Tensor:
+                y: torch.Tensor | None = None, **fork: object) -> torch.Tensor:
         if low_res is None:
             raise ValueError("SuperResModel needs low_res (the base samples, NCHW in [-1, 1])")
         upsampled = F.interpolate(low_res, x.shape[2:], mode="bilinear")
-        return super().forward(torch.cat([x, upsampled], dim=1), timesteps, y=y)
+        return super().forward(torch.cat([x, upsampled], dim=1), timesteps, y=y, **fork)
 
 
 class EncoderUNetModel(_Torso):

@@ -1,0 +1,53 @@
+"""What every guider shares: the model's call signature, the window test, and the paper's combination rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from guided_diffusion.diffusion import GaussianDiffusion
+
+from .windows import Window
+
+
+class Guider(nn.Module):
+    """Wraps a diffusion network; returns cat([guided eps, variance channels of the plain pass]).
+
+    `scale` is the paper's s in eps + s * (eps - eps_perturbed). Assign a dict to `record` to receive the
+    intermediates of the last guided call (for checks and visualisation).
+    """
+
+    def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, scale: float, window: Window | None = None):
+        super().__init__()
+        self.model = model
+        self.diffusion = diffusion
+        self.scale = float(scale)
+        self.window = (window or Window()).validate(diffusion.num_timesteps)
+        self.record: dict[str, torch.Tensor] | None = None
+
+    def is_active(self, t: torch.Tensor) -> bool:
+        """Whether guidance applies at these model timesteps (one respaced step per batch, as in the samplers)."""
+        if self.scale == 0.0:
+            return False
+        index = self.diffusion.index_of(t)
+        if not bool((index == index[0]).all()):
+            raise ValueError("a guided batch must be at a single sampler step")
+        return self.window.active(int(index[0]))
+
+    def call_model(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Labels in the kwargs serve the classifier; an unconditional network does not receive them (as ADM)."""
+        if getattr(self.model, "num_classes", None) is None:
+            kwargs.pop("y", None)
+        return self.model(x, t, **kwargs)
+
+    def combine(self, plain: torch.Tensor, eps_perturbed: torch.Tensor, channels: int) -> torch.Tensor:
+        eps = plain[:, :channels]
+        guided = eps + self.scale * (eps - eps_perturbed)
+        if self.record is not None:
+            self.record.update(model_out_1st=plain, eps_2nd=eps_perturbed, guided_eps=guided)
+        return torch.cat([guided, plain[:, channels:]], dim=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError
