@@ -8,6 +8,7 @@ Stochastic processors draw from the torch.Generator they are given, so results a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +27,18 @@ def _apply(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bhts,bhsc->bhtc", weights.type(v.dtype), v)
 
 
-def _device(like: torch.Tensor, generator: torch.Generator | None) -> torch.device:
-    return generator.device if generator is not None else like.device
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
-def _uniform(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(like.shape, generator=generator, device=_device(like, generator)).to(like.device)
+def _draw(like: torch.Tensor, generators: Generators, sampler: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Random tensor shaped like `like`; with one generator per batch element each sample draws its own slice,
+    so a sample's perturbation does not depend on which batch it was computed in."""
+    if generators is None or isinstance(generators, torch.Generator):
+        device = generators.device if generators is not None else like.device
+        return sampler(like.shape, generator=generators, device=device).to(like.device)
+    if len(generators) != like.shape[0]:
+        raise ValueError(f"got {len(generators)} generators for a batch of {like.shape[0]}")
+    return torch.stack([sampler(like.shape[1:], generator=g, device=g.device) for g in generators]).to(like.device)
 
 
 def identity_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -46,7 +53,7 @@ class RandomMask:
     the identity. Rows left with no unmasked entry attend to nothing (zero output) instead of producing NaN.
     """
 
-    def __init__(self, p: float, keep_diag: bool = False, generator: torch.Generator | None = None):
+    def __init__(self, p: float, keep_diag: bool = False, generator: Generators = None):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"mask probability must be in [0, 1], got {p}")
         self.p, self.keep_diag, self.generator = p, keep_diag, generator
@@ -54,7 +61,7 @@ class RandomMask:
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         scale = 1 / math.sqrt(math.sqrt(q.shape[-1]))
         logits = torch.einsum("bhtc,bhsc->bhts", q * scale, k * scale).float()
-        drop = _uniform(logits, self.generator) < self.p
+        drop = _draw(logits, self.generator, torch.rand) < self.p
         if self.keep_diag:
             drop &= ~torch.eye(logits.shape[-1], dtype=torch.bool, device=logits.device)
         weights = torch.softmax(logits.masked_fill(drop, float("-inf")), dim=-1).nan_to_num(0.0)
@@ -64,7 +71,7 @@ class RandomMask:
 class OffDiagMask(RandomMask):
     """Random masking of off-diagonal entries only (PAG Table 9 'Random Mask (off-diag)')."""
 
-    def __init__(self, p: float, generator: torch.Generator | None = None):
+    def __init__(self, p: float, generator: Generators = None):
         super().__init__(p, keep_diag=True, generator=generator)
 
 
@@ -76,14 +83,14 @@ def drop_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 class AdditiveNoise:
     """Gaussian noise of standard deviation sigma added to the attention map (PAG Table 9: sigma = 0.1)."""
 
-    def __init__(self, sigma: float, generator: torch.Generator | None = None):
+    def __init__(self, sigma: float, generator: Generators = None):
         if sigma < 0:
             raise ValueError(f"noise sigma must be non-negative, got {sigma}")
         self.sigma, self.generator = sigma, generator
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         weights = attention_map(q, k).float()
-        noise = torch.randn(weights.shape, generator=self.generator, device=_device(weights, self.generator))
+        noise = _draw(weights, self.generator, torch.randn)
         return _apply(weights + self.sigma * noise, v)
 
 
