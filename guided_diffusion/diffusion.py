@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .losses import discretized_gaussian_log_likelihood, normal_kl
 from .respace import respaced_betas, space_timesteps
 
 NoiseFn = Callable[[torch.Tensor], torch.Tensor]
@@ -195,6 +196,39 @@ class GaussianDiffusion:
             "eps": eps,
             "model_output": model_output,
         }
+
+    # -------------------------------------------------------------- training
+    def vb_terms_bpd(self, out: Mapping[str, torch.Tensor], x_start: torch.Tensor, x_t: torch.Tensor,
+                     t: torch.Tensor) -> torch.Tensor:
+        """Per-sample variational bound term in bits per dim: KL to the true posterior, decoder NLL at t = 0."""
+        true_mean = self.q_posterior_mean(x_start, x_t, t)
+        true_log_var = extract(self.posterior_log_variance_clipped, t, x_t.shape)
+        kl = normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"]).mean(dim=(1, 2, 3)) / math.log(2.0)
+        nll = -discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"])
+        nll = nll.mean(dim=(1, 2, 3)) / math.log(2.0)
+        return torch.where(t == 0, nll, kl)
+
+    def training_losses(self, model: Callable[..., torch.Tensor], x_start: torch.Tensor, t: torch.Tensor,
+                        model_kwargs: Mapping[str, Any] | None = None, noise: torch.Tensor | None = None,
+                        rescale_vb: bool = False) -> dict[str, torch.Tensor]:
+        """IDDPM's hybrid objective: eps MSE, plus the VB term for a learned variance (with the mean frozen).
+
+        `rescale_vb` multiplies the VB term by num_timesteps / 1000 (IDDPM's rescale_learned_sigmas).
+        """
+        noise = torch.randn_like(x_start) if noise is None else noise
+        x_t = self.q_sample(x_start, t, noise)
+        output = model(x_t, self.model_timesteps(t), **(model_kwargs or {}))
+        channels = x_start.shape[1]
+        target = noise if self.model_mean_type == "epsilon" else x_start
+        terms = {"mse": ((target - output[:, :channels]) ** 2).mean(dim=(1, 2, 3))}
+        if self.model_var_type in ("learned", "learned_range"):
+            frozen = torch.cat([output[:, :channels].detach(), output[:, channels:]], dim=1)
+            out = self.p_mean_variance(lambda *_, **__: frozen, x_t, t, clip_denoised=False)
+            terms["vb"] = self.vb_terms_bpd(out, x_start, x_t, t)
+            if rescale_vb:
+                terms["vb"] = terms["vb"] * (self.num_timesteps / 1000.0)
+        terms["loss"] = terms["mse"] + terms.get("vb", 0.0)
+        return terms
 
     # -------------------------------------------------- classifier guidance
     def condition_mean(self, cond_fn: CondFn, out: Mapping[str, torch.Tensor], x: torch.Tensor, t: torch.Tensor,

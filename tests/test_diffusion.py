@@ -81,3 +81,20 @@ def test_importing_the_package_pulls_in_no_mpi_or_tensorflow() -> None:
             "print(sorted(m for m in ('mpi4py', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_training_losses_are_finite_and_vanish_for_the_true_posterior() -> None:
+    diffusion = create_diffusion(1000, "linear", learn_sigma=True)
+    x0 = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    noise = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0, 10, 500, 999])
+
+    def oracle(x, t_model):
+        # true noise and v = -1, i.e. log variance = the clipped posterior log variance
+        return torch.cat([noise, -torch.ones_like(x)], dim=1)
+
+    terms = diffusion.training_losses(oracle, x0, t, noise=noise)
+    assert torch.isfinite(terms["loss"]).all()
+    assert terms["mse"].abs().max() < 1e-10
+    assert terms["vb"][1:].abs().max() < 1e-4  # KL to the true posterior (t > 0) vanishes
+    assert terms["vb"][0] > 0  # the decoder NLL at t = 0 does not
