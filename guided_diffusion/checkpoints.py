@@ -47,7 +47,7 @@ _TIMEOUT_S = 60
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _KIND_WORDS = {
     "classifier": "a noisy-image classifier",
-    "upsampler": "a super-resolution (upsampler) model",
+    "upsampler": "a super-resolution (upsampler) model (its input conv takes 6 channels)",
     "diffusion": "a diffusion model",
 }
 
@@ -168,15 +168,17 @@ def read_state_dict(path: str | Path, name: str | None = None) -> dict[str, torc
         raise CheckpointError(f"checkpoint file {path} does not exist; {_download_hint(name, path.parent)}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as err:
+        raise CheckpointError(f"{path} cannot be read ({err.strerror}); check its permissions") from None
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found is None:
+        if found is None or not re.fullmatch(r"[A-Za-z_][\w.]*", found.group(1)):
             raise _corrupt(path, name) from None
         raise CheckpointError(
             f"{path} contains a pickled Python object ({found.group(1)}), not a plain state dict; in the code that "
             "saved it, run `torch.save(model.state_dict(), path)` and load that file instead"
         ) from None
-    except (RuntimeError, EOFError):
+    except Exception:  # noqa: BLE001 (damaged bytes surface as OSError, EOFError, struct.error, IndexError, ...)
         raise _corrupt(path, name) from None
     if _is_state_dict(obj):
         return _strip_wrapper_prefixes(dict(obj))
@@ -278,7 +280,7 @@ def _diagnose(got: Shapes, want: Shapes) -> list[str]:
             "(num_res_blocks, channel_mult or image size differ)"
         )
     attn_got, attn_want = _count(got, r"(.*)\.qkv\.weight$"), _count(want, r"(.*)\.qkv\.weight$")
-    if attn_got != attn_want:
+    if attn_got != attn_want and blocks_got == blocks_want:
         causes.append(
             f"the file has {attn_got} attention blocks but the model {attn_want} (attention_resolutions differ)"
         )

@@ -429,8 +429,19 @@ def _schedule_results(fixture: Fixture, prefix: str, diffusion: GaussianDiffusio
         yield compare(f"{prefix}/schedule/{key}", torch.from_numpy(np.asarray(ours)), ref, tol)
 
 
-def _variants(mode_data: Mapping[str, Any], reserved: set[str]) -> list[str]:
-    return [k for k, v in mode_data.items() if k not in reserved and isinstance(v, Mapping)]
+def _variant_specs(fixture: Fixture, mode_data: Mapping[str, Any], reserved: set[str], diffusion: GaussianDiffusion,
+                   prefix: str) -> tuple[list[tuple[str, Mapping[str, Any], Variant]], list[Result]]:
+    """The mode's variants this code can run, as (name prefix, reference tensors, variant), and SKIPs for the rest."""
+    runnable, skipped = [], []
+    for variant, refs in mode_data.items():
+        if variant in reserved or not isinstance(refs, Mapping):
+            continue
+        spec = make_variant(fixture, variant, diffusion)
+        if spec is None:
+            skipped += [Result(f"{prefix}/{variant}/{key}", SKIP, note=_unsupported(variant)) for key in refs]
+        else:
+            runnable.append((f"{prefix}/{variant}", refs, spec))
+    return runnable, skipped
 
 
 def check_steps(fixture: Fixture) -> Iterator[Result]:
@@ -456,14 +467,9 @@ def check_steps(fixture: Fixture) -> Iterator[Result]:
                 continue
             name = f"{prefix}/common/{key}"
             yield compare(name, ours[key], ref, fixture.tol(key)) if key in ours else Result(name, SKIP)
-        for variant in _variants(mode_data, {"common", "schedule"}):
-            refs = mode_data[variant]
-            vprefix = f"{prefix}/{variant}"
-            spec = make_variant(fixture, variant, diffusion)
-            if spec is None:
-                for key in refs:
-                    yield Result(f"{vprefix}/{key}", SKIP, note=_unsupported(variant))
-                continue
+        runnable, skipped = _variant_specs(fixture, mode_data, {"common", "schedule"}, diffusion, prefix)
+        yield from skipped
+        for vprefix, refs, spec in runnable:
             step = diffusion.ddim_sample if use_ddim else diffusion.p_sample
             result = step(spec.model, x, t, cond_fn=spec.cond_fn, model_kwargs=kwargs,
                           noise_fn=_recorded_noise([common["noise"]]))
@@ -494,14 +500,9 @@ def check_loops(fixture: Fixture) -> Iterator[Result]:
         x_T = mode_data["x_T"]
         y = mode_data.get("y")
         kwargs = {"y": y} if torch.is_tensor(y) else {}
-        for variant in _variants(mode_data, {"schedule"}):
-            refs = mode_data[variant]
-            vprefix = f"{prefix}/{variant}"
-            spec = make_variant(fixture, variant, diffusion)
-            if spec is None:
-                for key in refs:
-                    yield Result(f"{vprefix}/{key}", SKIP, note=_unsupported(variant))
-                continue
+        runnable, skipped = _variant_specs(fixture, mode_data, {"schedule"}, diffusion, prefix)
+        yield from skipped
+        for vprefix, refs, spec in runnable:
             steps = [out["sample"] for out in diffusion.sample_loop_progressive(
                 spec.model, tuple(x_T.shape), noise=x_T, cond_fn=spec.cond_fn, model_kwargs=kwargs,
                 use_ddim=use_ddim, noise_fn=_recorded_noise(list(mode_data["noise"])))]

@@ -34,24 +34,20 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+_CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_AVG_POOLS = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+
+
 def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
-    if dims == 1:
-        return nn.Conv1d(*args, **kwargs)
-    if dims == 2:
-        return nn.Conv2d(*args, **kwargs)
-    if dims == 3:
-        return nn.Conv3d(*args, **kwargs)
-    raise ValueError(f"unsupported dimensions: {dims}")
+    if dims not in _CONVS:
+        raise ValueError(f"unsupported dimensions: {dims}")
+    return _CONVS[dims](*args, **kwargs)
 
 
 def avg_pool_nd(dims: int, *args, **kwargs) -> nn.Module:
-    if dims == 1:
-        return nn.AvgPool1d(*args, **kwargs)
-    if dims == 2:
-        return nn.AvgPool2d(*args, **kwargs)
-    if dims == 3:
-        return nn.AvgPool3d(*args, **kwargs)
-    raise ValueError(f"unsupported dimensions: {dims}")
+    if dims not in _AVG_POOLS:
+        raise ValueError(f"unsupported dimensions: {dims}")
+    return _AVG_POOLS[dims](*args, **kwargs)
 
 
 def normalization(channels: int) -> nn.Module:
@@ -80,7 +76,7 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: int = 1000
 
 def convert_module_to_f16(module: nn.Module) -> None:
     """Only convolutions go to half precision; norms, linears and the output head stay float32."""
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+    if isinstance(module, tuple(_CONVS.values())):
         module.weight.data = module.weight.data.half()
         if module.bias is not None:
             module.bias.data = module.bias.data.half()
