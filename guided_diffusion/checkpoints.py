@@ -178,7 +178,7 @@ def read_state_dict(path: str | Path, name: str | None = None) -> dict[str, torc
             f"{path} contains a pickled Python object ({found.group(1)}), not a plain state dict; in the code that "
             "saved it, run `torch.save(model.state_dict(), path)` and load that file instead"
         ) from None
-    except Exception:  # noqa: BLE001 (damaged bytes surface as OSError, EOFError, struct.error, IndexError, ...)
+    except Exception:  # damaged bytes surface as OSError, EOFError, struct.error, IndexError, UnicodeDecodeError...
         raise _corrupt(path, name) from None
     if _is_state_dict(obj):
         return _strip_wrapper_prefixes(dict(obj))

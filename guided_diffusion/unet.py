@@ -223,6 +223,7 @@ class _Torso(nn.Module):
         resblock_updown: bool,
         use_new_attention_order: bool,
         activation: str,
+        num_classes: int | None = None,
     ) -> tuple[int, int, list[int], int]:
         time_embed_dim = model_channels * 4
         self.time_embed = nn.Sequential(
@@ -230,6 +231,8 @@ class _Torso(nn.Module):
             make_activation(activation),
             nn.Linear(time_embed_dim, time_embed_dim),
         )
+        if num_classes is not None:  # registered here so parameter order equals upstream's
+            self.label_emb = nn.Embedding(num_classes, time_embed_dim)
         ch = input_ch = int(channel_mult[0] * model_channels)
         self.input_blocks = nn.ModuleList(
             [TimestepEmbedSequential(conv_nd(dims, in_channels, ch, 3, padding=1))]
@@ -321,11 +324,9 @@ class UNetModel(_Torso):
         ch, input_ch, chans, ds = self._build_torso(
             in_channels, model_channels, num_res_blocks, attention_resolutions, dropout, channel_mult,
             conv_resample, dims, num_heads, num_head_channels, use_scale_shift_norm, resblock_updown,
-            use_new_attention_order, activation,
+            use_new_attention_order, activation, num_classes,
         )
         time_embed_dim = model_channels * 4
-        if num_classes is not None:
-            self.label_emb = nn.Embedding(num_classes, time_embed_dim)
         res = dict(dims=dims, use_scale_shift_norm=use_scale_shift_norm, activation=activation)
         self.output_blocks = nn.ModuleList([])
         for level, mult in list(enumerate(channel_mult))[::-1]:
