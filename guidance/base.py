@@ -31,6 +31,8 @@ class Guider(nn.Module):
         """Whether guidance applies at these model timesteps (one respaced step per batch, as in the samplers)."""
         if self.scale == 0.0:
             return False
+        if self.window == Window():
+            return True  # always on: no need to map timesteps back (a device sync per step on GPUs)
         index = self.diffusion.index_of(t)
         if not bool((index == index[0]).all()):
             raise ValueError("a guided batch must be at a single sampler step")
