@@ -6,12 +6,12 @@ TORCH_PIN := torch==2.13.0
 GOLDEN ?= ../shared/golden
 CKPT_DIR ?= models
 
-.PHONY: test lint golden demo checkpoints clean-venv
+.PHONY: test lint golden demo train-demo checkpoints clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,demo]"
 	touch $@
 
 test: $(VENV)/.installed
@@ -23,6 +23,9 @@ lint: $(VENV)/.installed
 
 golden: $(VENV)/.installed
 	$(PY) -m guided_diffusion.golden $(GOLDEN)/*.pt
+
+train-demo: $(VENV)/.installed
+	$(PY) scripts/train.py --config-name demo32_cond
 
 checkpoints: $(VENV)/.installed
 	$(PY) -m guided_diffusion.checkpoints download all --dir $(CKPT_DIR)
