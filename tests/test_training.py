@@ -39,3 +39,10 @@ def test_resume_with_another_config_is_refused(tmp_path: Path) -> None:
     train(_cfg(tmp_path, 2))
     with pytest.raises(ValueError, match="another config"):
         train(_cfg(tmp_path, 4, lr=1e-3))
+
+
+def test_classifier_config_trains(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((CONFIG.parent / "demo32_classifier.yaml").read_text())
+    cfg.update(out_dir=str(tmp_path), steps=2, save_every=2, log_every=1, batch_size=4)
+    weights = torch.load(train(cfg), weights_only=True)
+    assert weights["out.2.c_proj.weight"].shape[0] == NUM_CLASSES
