@@ -165,7 +165,8 @@ def read_state_dict(path: str | Path, name: str | None = None) -> dict[str, torc
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist; {_download_hint(name, path.parent)}")
+        fetch = f"run `{CLI} download {name} --dir {path.parent}`" if name else "check the path"
+        raise CheckpointError(f"checkpoint file {path} does not exist; {fetch}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError as err:

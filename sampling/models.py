@@ -1,0 +1,100 @@
+"""The networks a run samples with, built from config mappings: diffusion model, guider, classifier cond_fn.
+
+Official models load strictly from `<paths.checkpoints>/<checkpoint>.pt`. A model config with `checkpoint: null`
+(the `smoke` experiment) gets random weights drawn from `init_seed` instead, so the pipeline runs without downloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from guidance.build import build_guider
+from guidance.classifier import classifier_cond_fn
+from guided_diffusion.checkpoints import CLI, REGISTRY, load_checkpoint, network_spec
+from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
+from guided_diffusion.factory import build_network
+
+from .errors import SamplingError
+
+
+class DropLabels(nn.Module):
+    """An unconditional network used without a guider: labels in model_kwargs serve only the classifier (as ADM)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        return self.model(x, t, **kwargs)
+
+
+def checkpoint_path(name: str, directory: str | Path) -> Path:
+    """Where a checkpoint must be; a missing file raises with the command that downloads it."""
+    path = Path(directory) / f"{name}.pt"
+    if not path.is_file():
+        raise SamplingError(
+            f"checkpoint {path} not found; download it with `{CLI} download {name} --dir {directory}` "
+            f"(or `make checkpoints`), or set paths.checkpoints=DIR to the folder that holds {name}.pt"
+        )
+    return path
+
+
+def _load(name: str, spec: dict, directory: str | Path, device: torch.device) -> nn.Module:
+    """Load by registry name when the config's spec is the official one (sharper error messages), else by spec."""
+    official = name in REGISTRY and network_spec(name) == spec
+    return load_checkpoint(name if official else spec, checkpoint_path(name, directory), device)
+
+
+@torch.no_grad()
+def random_init(model: nn.Module, seed: int) -> nn.Module:
+    """Overwrite every parameter from a seeded CPU generator (weights ~ N(0, 1/fan_in), norm gains ~ 1, small
+    biases), so a random network gives non-trivial, reproducible outputs; upstream zero-initialises output layers."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        noise = torch.randn(param.shape, generator=generator)
+        if param.dim() >= 2:
+            value = noise / param[0].numel() ** 0.5
+        elif name.endswith("weight"):
+            value = 1 + 0.1 * noise
+        else:
+            value = 0.05 * noise
+        param.copy_(value.to(param.dtype))
+    return model
+
+
+def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device: torch.device) -> nn.Module:
+    """The diffusion network of a model config, in eval mode on `device`."""
+    spec = dict(model_cfg["network"])
+    if model_cfg.get("checkpoint") is None:
+        with torch.device("cpu"):
+            model = build_network(spec)
+        return random_init(model, int(model_cfg["init_seed"])).to(device).eval()
+    return _load(model_cfg["checkpoint"], spec, checkpoint_dir, device)
+
+
+def make_diffusion(model_cfg: Mapping[str, Any], sampler_cfg: Mapping[str, Any]) -> GaussianDiffusion:
+    return create_diffusion(**model_cfg["diffusion"], timestep_respacing=str(sampler_cfg["timestep_respacing"]))
+
+
+def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cfg: Mapping[str, Any]) -> nn.Module:
+    """What the sampler calls: a guider, or the model itself (labels dropped when it is unconditional)."""
+    net = build_guider(model, diffusion, guidance_cfg)
+    if net is model and getattr(model, "num_classes", None) is None:
+        return DropLabels(model)
+    return net
+
+
+def classifier_fn(classifier_cfg: Mapping[str, Any], checkpoint_dir: str | Path,
+                  device: torch.device) -> Callable[..., torch.Tensor] | None:
+    """Classifier guidance's cond_fn, or None for classifier=none."""
+    if classifier_cfg.get("name", "none") == "none":
+        return None
+    model_cfg = classifier_cfg["model"]
+    spec = {**model_cfg["network"], "use_fp16": bool(classifier_cfg["use_fp16"])}
+    return classifier_cond_fn(_load(model_cfg["checkpoint"], spec, checkpoint_dir, device),
+                              float(classifier_cfg["scale"]))

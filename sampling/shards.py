@@ -1,0 +1,207 @@
+"""Shard files: `shards/{start:07d}-{end:07d}.npz` hold samples start .. end-1 (end exclusive).
+
+Each shard is an uncompressed npz with `images` (uint8 N x H x W x 3, quantized as upstream), `labels` (int64),
+`indices` (int64, start .. end-1), `meta` (JSON text: config hash, device, versions) and `digest`, the sha256 of the
+other four. It is written to a hidden temporary file, fsynced and renamed, so a crash leaves either the complete file
+or a `.NAME.tmp` that the next run removes. Reading verifies names, keys, shapes, dtypes, the config hash and the
+digest; a shard that fails is moved to `shards/corrupt/`, never deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SamplingError
+
+SHARD_KEYS = {"images", "labels", "indices", "meta", "digest"}
+_NAME = re.compile(r"^(\d{7})-(\d{7})\.npz$")
+_TEMP = re.compile(r"^\.(\d{7})-(\d{7})\.npz\.tmp$")
+CORRUPT_DIR = "corrupt"
+
+
+class CorruptShard(Exception):
+    """A shard file that cannot be trusted (truncated, damaged, or not what its name says)."""
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    start: int
+    end: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Shard:
+    start: int
+    end: int
+    images: np.ndarray
+    labels: np.ndarray
+    meta: dict[str, Any]
+    digest: str
+
+
+def shard_name(start: int, end: int) -> str:
+    return f"{start:07d}-{end:07d}.npz"
+
+
+def list_shards(shard_dir: Path) -> list[ShardRef]:
+    """Shard files in the directory (by name only, unverified), sorted by start index."""
+    if not shard_dir.is_dir():
+        return []
+    refs = []
+    for entry in os.scandir(shard_dir):
+        match = _NAME.match(entry.name)
+        if match and entry.is_file():
+            start, end = int(match.group(1)), int(match.group(2))
+            if start < end:
+                refs.append(ShardRef(start, end, Path(entry.path)))
+    return sorted(refs, key=lambda ref: (ref.start, ref.end))
+
+
+def _digest(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, meta_text: str) -> str:
+    digest = hashlib.sha256()
+    for array in (images, labels, indices):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(meta_text.encode())
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable (best effort: some filesystems do not support fsync on directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call write(file object) on a hidden temporary beside `path`, fsync, then rename; no partial file survives."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_shard(shard_dir: Path, start: int, images: np.ndarray, labels: np.ndarray, meta: Mapping[str, Any]) -> Path:
+    """Write samples start .. start+len(images)-1 atomically; return the shard's path."""
+    end = start + len(images)
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    labels = np.asarray(labels, dtype=np.int64)
+    indices = np.arange(start, end, dtype=np.int64)
+    meta_text = json.dumps(dict(meta), sort_keys=True)
+    digest = _digest(images, labels, indices, meta_text)
+    path = shard_dir / shard_name(start, end)
+    atomic_write(path, lambda fh: np.savez(fh, images=images, labels=labels, indices=indices,
+                                           meta=np.array(meta_text), digest=np.array(digest)))
+    return path
+
+
+def read_shard(ref: ShardRef, config_hash: str, image_shape: tuple[int, int, int]) -> Shard:
+    """Load and verify a shard; CorruptShard if it is damaged, SamplingError if it belongs to another config."""
+    try:
+        with np.load(ref.path, allow_pickle=False) as npz:
+            if set(npz.files) != SHARD_KEYS:
+                raise CorruptShard(f"has keys {sorted(npz.files)}, expected {sorted(SHARD_KEYS)}")
+            arrays = {key: npz[key] for key in SHARD_KEYS}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise CorruptShard(f"cannot be read ({type(err).__name__}: {err})") from None
+    count = ref.end - ref.start
+    images, labels, indices = arrays["images"], arrays["labels"], arrays["indices"]
+    if images.dtype != np.uint8 or images.shape != (count, *image_shape):
+        raise CorruptShard(f"holds images {images.dtype} {images.shape}, expected uint8 {(count, *image_shape)}")
+    if labels.dtype != np.int64 or labels.shape != (count,):
+        raise CorruptShard(f"holds labels {labels.dtype} {labels.shape}, expected int64 ({count},)")
+    if not np.array_equal(indices, np.arange(ref.start, ref.end)):
+        raise CorruptShard(f"holds indices that are not {ref.start} .. {ref.end - 1}")
+    meta_text, digest = str(arrays["meta"]), str(arrays["digest"])
+    if _digest(images, labels, indices, meta_text) != digest:
+        raise CorruptShard("fails its sha256 check")
+    meta = json.loads(meta_text)
+    if meta.get("config_hash") != config_hash:
+        raise SamplingError(
+            f"{ref.path} was sampled with config hash {meta.get('config_hash')}, but this run's is {config_hash}: "
+            "the directory mixes runs of different configurations; use a fresh out_dir"
+        )
+    return Shard(ref.start, ref.end, images, labels, meta, digest)
+
+
+def quarantine(path: Path) -> Path | None:
+    """Move a bad shard to shards/corrupt/ (never delete it); None if another rank moved it first."""
+    target_dir = path.parent / CORRUPT_DIR
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}"
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def remove_temp_files(shard_dir: Path, lo: int, hi: int) -> list[Path]:
+    """Delete leftover temporaries of interrupted writes whose start lies in [lo, hi); return them."""
+    removed = []
+    if shard_dir.is_dir():
+        for entry in os.scandir(shard_dir):
+            match = _TEMP.match(entry.name)
+            if match and lo <= int(match.group(1)) < hi:
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def gaps(lo: int, hi: int, covered: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [lo, hi) that no (start, end) range covers."""
+    result, pos = [], lo
+    for start, end in sorted(covered):
+        if end <= pos or start >= hi:
+            continue
+        if start > pos:
+            result.append((pos, min(start, hi)))
+        pos = max(pos, end)
+        if pos >= hi:
+            break
+    if pos < hi:
+        result.append((pos, hi))
+    return result
+
+
+def coverage(refs: Iterable[ShardRef], num_samples: int) -> tuple[list[ShardRef], list[tuple[int, int]]]:
+    """Shards that tile [0, num_samples) in order, and the missing ranges; overlapping shards are an error."""
+    chosen: list[ShardRef] = []
+    pos = 0
+    for ref in sorted(refs, key=lambda r: (r.start, r.end)):
+        if ref.start >= num_samples:
+            break
+        if ref.start < pos:
+            raise SamplingError(
+                f"shards {chosen[-1].path.name} and {ref.path.name} overlap (indices {ref.start}..{pos - 1} twice); "
+                "move the one that does not belong to this run out of the shards directory"
+            )
+        chosen.append(ref)
+        pos = ref.end
+    missing = gaps(0, num_samples, [(ref.start, ref.end) for ref in chosen])
+    return chosen, missing
