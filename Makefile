@@ -38,7 +38,7 @@ golden: $(VENV)/.installed  ## check every reference fixture against this implem
 checkpoints: $(VENV)/.installed  ## download every official checkpoint into CKPT_DIR (resumable, sha256-checked)
 	$(PY) -m guided_diffusion.checkpoints download all --dir $(CKPT_DIR)
 
-refs: $(VENV)/.installed  ## download ADM's reference batches into REF_DIR (several GB, sha256-checked)
+refs: $(VENV)/.installed  ## download ADM's reference batches into REF_DIR (several GB, resumable, sha256-checked)
 	$(PY) -m evaluations.refs download all --dir $(REF_DIR)
 
 train-demo: $(VENV)/.installed  ## train the demo models on the bundled digits (CPU, about an hour each)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from evaluations.metrics import precision_recall
+from guided_diffusion.fileio import atomic_write
 
 
 def inception_like_features(rng: np.random.Generator, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,9 +162,8 @@ def main(argv: list[str] | None = None) -> None:
             "naive": {"seconds": naive_s, "peak_gb": naive_gb, "precision": naive[0], "recall": naive[1]},
             "exact_float64": {"seconds": exact_s, "precision": exact[0], "recall": exact[1]},
         }
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(args.json)
+        text = json.dumps(record, indent=2) + "\n"
+        atomic_write(args.json, lambda fh: fh.write(text.encode()))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluations.download import sha256_file
 from evaluations.inception import INPUT_NODE, POOL_NODE, SOFTMAX_MATMUL_NODE, SPATIAL_CHANNELS, SPATIAL_NODE
+from guided_diffusion.fileio import file_sha256
 
 
 class TensorFlowInception:
@@ -31,7 +31,7 @@ class TensorFlowInception:
                 "the 'tf' backend needs TensorFlow: pip install -e '.[eval]' (or use --backend torch)"
             ) from e
         tf1 = tf.compat.v1
-        self.graph_sha256 = sha256_file(graph_path)
+        self.graph_sha256 = file_sha256(graph_path)
         graph_def = tf1.GraphDef()
         graph_def.ParseFromString(Path(graph_path).read_bytes())
         self._graph = tf.Graph()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from evaluations.npz_io import (
     check_sample_matches_reference,
     stored_statistics,
 )
+from guided_diffusion.fileio import atomic_write
 
 PAPER_SAMPLE_COUNT = 50_000
 
@@ -145,14 +145,10 @@ def format_results(results: dict) -> str:
 
 
 def write_json(path: Path, results: dict) -> None:
-    """Write results through a temporary file and a rename."""
+    """Write results through a temporary file and a rename, so a crash never leaves a truncated file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(results, indent=2) + "\n"
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from evaluations.download import download, sha256_file, verify
 from evaluations.graphdef import Node, parse_graph_def
+from guided_diffusion.fileio import atomic_write, download, file_sha256, verify
 
 INCEPTION_URL = (
     "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/classify_image_graph_def.pb"
@@ -155,7 +155,7 @@ def convert_graph(graph_path: Path, out_path: Path) -> dict:
 
     converted = {
         "format": CONVERTED_FORMAT,
-        "source_sha256": sha256_file(graph_path),
+        "source_sha256": file_sha256(graph_path),
         "input": INPUT_NODE,
         "nodes": [
             {"name": n, "op": nodes[n].op, "inputs": list(nodes[n].inputs), "attrs": _plain_attrs(nodes[n])}
@@ -165,18 +165,13 @@ def convert_graph(graph_path: Path, out_path: Path) -> dict:
         "softmax_weights": torch.from_numpy(np.array(weights_input.attrs["value"])),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(converted, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out_path, lambda fh: torch.save(converted, fh))
     return converted
 
 
 def converted_graph(graph_path: Path, cache_dir: Path) -> dict:
     """The PyTorch form of `graph_path`, converted on first use and cached under the graph's sha256."""
-    sha = sha256_file(graph_path)
+    sha = file_sha256(graph_path)
     path = cache_dir / f"inception-torch-{sha[:16]}.pt"
     if path.exists():
         converted = torch.load(path, weights_only=True)
@@ -214,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or default_cache_dir()
     graph = args.graph or official_graph(cache_dir)
-    print(f"graph: {graph} (sha256 {sha256_file(graph)})")
+    print(f"graph: {graph} (sha256 {file_sha256(graph)})")
     if args.command == "convert":
         converted = converted_graph(graph, cache_dir)
         print(f"converted: {len(converted['nodes'])} ops, {len(converted['consts'])} constants")

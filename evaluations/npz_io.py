@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from guided_diffusion.fileio import atomic_write
+
 IMAGE_KEY = "arr_0"
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 QUANTIZATION_HINT = "ADM stores samples as uint8: clamp((x + 1) * 127.5, 0, 255).to(torch.uint8), NHWC"
@@ -144,9 +146,4 @@ def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """np.savez through a temporary file and a rename, so a crash never leaves a half-written batch."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluations.download import download, sha256_file
 from evaluations.inception import FEATURE_BATCH_SIZE, FeatureBackend, load_backend
 from evaluations.npz_io import NpzImages, check_images_header, save_npz_atomic
+from guided_diffusion.fileio import atomic_write, download, verify
 
 URL_PREFIX = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -100,9 +100,7 @@ def _record_checksum(directory: Path, filename: str, digest: str) -> None:
     recorded = _recorded_checksums(directory)
     recorded[filename] = digest
     text = "".join(f"{d}  {n}\n" for n, d in sorted(recorded.items()))
-    tmp = directory / (CHECKSUM_FILE + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(directory / CHECKSUM_FILE)
+    atomic_write(directory / CHECKSUM_FILE, lambda fh: fh.write(text.encode()))
 
 
 def expected_sha256(batch: Batch, directory: Path) -> tuple[str | None, str]:
@@ -134,17 +132,8 @@ def fetch(name: str, directory: Path) -> Path:
 def verify_batch(name: str, directory: Path) -> str:
     """Check a downloaded batch against its expected size and sha256; return how it was verified."""
     batch = ALL_BATCHES[name]
-    path = directory / batch.filename
-    if batch.size is not None and path.stat().st_size != batch.size:
-        raise ValueError(
-            f"{path}: {path.stat().st_size} bytes, expected {batch.size}; delete it and download again"
-        )
     expected, source = expected_sha256(batch, directory)
-    actual = sha256_file(path)
-    if expected is not None and actual != expected:
-        raise ValueError(
-            f"{path}: sha256 {actual} differs from {expected} ({source}); delete it and download again"
-        )
+    actual = verify(directory / batch.filename, expected, batch.size, source)
     if expected is None:
         _record_checksum(directory, batch.filename, actual)
         return f"sha256 {actual} recorded (nothing pinned yet)"

@@ -17,15 +17,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
-import http.client
-import os
 import pickle
 import re
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -35,15 +29,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from .checkpoint_registry import CHECKPOINTS
 from .factory import build_network, classifier_spec_from_flags, diffusion_spec_from_flags, unet_spec_from_flags
+from .fileio import DownloadError, DownloadInterrupted, DownloadMismatch, atomic_write, file_sha256
+from .fileio import download as download_file
 
 DEFAULT_DIR = "models"
 CLI = "python -m guided_diffusion.checkpoints"
-_CHUNK = 1 << 20
-_TIMEOUT_S = 60
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _KIND_WORDS = {
     "classifier": "a noisy-image classifier",
@@ -346,15 +339,6 @@ def load_checkpoint(name_or_spec: str | Mapping[str, Any], path: str | Path,
 # Checksums and download
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sidecar_path(path: str | Path) -> Path:
     """Where the sha256 of a downloaded file is recorded (`NAME.pt.sha256`, sha256sum format)."""
     path = Path(path)
@@ -362,10 +346,7 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def _write_sidecar(path: Path, digest: str) -> None:
-    sidecar = sidecar_path(path)
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(tmp, sidecar)
+    atomic_write(sidecar_path(path), lambda fh: fh.write(f"{digest}  {path.name}\n".encode()))
 
 
 def expected_sha256(name: str, path: str | Path) -> tuple[str | None, str]:
@@ -394,70 +375,8 @@ def check_sha256(name: str, path: str | Path) -> str:
     return digest
 
 
-def _range_total(content_range: str | None) -> int | None:
-    found = re.match(r"bytes [\d*-]+/(\d+)", content_range or "")
-    return int(found.group(1)) if found else None
-
-
 def _manual_hint(url: str, name: str, directory: Path) -> str:
     return (f"or download {url} by hand into {directory}/ and run `{CLI} verify {name} --dir {directory}`")
-
-
-def _fetch(url: str, part: Path, name: str, progress: bool) -> str:
-    """Download `url` into `part`, resuming what is there with an HTTP Range request; return the full sha256."""
-    offset = part.stat().st_size if part.exists() else 0
-    digest = hashlib.sha256()
-    if offset:
-        with open(part, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-    headers = {"User-Agent": "pag-adm-checkpoints"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:
-            # Nothing left to send: the .part is complete if the server's total says so, else start over.
-            if _range_total(err.headers.get("Content-Range")) == offset:
-                return digest.hexdigest()
-            part.unlink()
-            return _fetch(url, part, name, progress)
-        raise CheckpointError(
-            f"the server answered HTTP {err.code} ({err.reason}) for {url}; check the URL, "
-            + _manual_hint(url, name, part.parent)
-        ) from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        host = urllib.parse.urlsplit(url).netloc
-        raise CheckpointError(
-            f"cannot reach {host} ({reason}); check the network connection and run the command again, "
-            + _manual_hint(url, name, part.parent)
-        ) from None
-    with response:
-        if offset and response.status != 206:
-            offset, digest = 0, hashlib.sha256()  # the server ignored the Range header: restart from scratch
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
-        received = offset
-        with open(part, "ab" if offset else "wb") as fh, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not progress
-        ) as bar:
-            try:
-                while chunk := response.read(_CHUNK):
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as err:
-                failure: str | None = f"{type(err).__name__}: {err}"
-            else:
-                failure = None if total is None or received == total else f"got {received:,} of {total:,} bytes"
-    if failure is not None:
-        raise CheckpointError(
-            f"the download of {name} was interrupted ({failure}); run the same command again to resume from {part}"
-        )
-    return digest.hexdigest()
 
 
 def download(name: str, directory: str | Path = DEFAULT_DIR, url: str | None = None, progress: bool = True) -> Path:
@@ -474,25 +393,23 @@ def download(name: str, directory: str | Path = DEFAULT_DIR, url: str | None = N
     if final.exists():
         check_sha256(name, final)
         return final
-    part = final.with_name(final.name + ".part")
-    digest = _fetch(url or info.url, part, name, progress)
-    size = part.stat().st_size
+    url = url or info.url
     expected, source = expected_sha256(name, final)
-    problem = None
-    if info.size is not None and size != info.size:
-        problem = f"it has {size:,} bytes but the registry says {info.size:,}"
-    elif expected is not None and digest != expected:
-        problem = f"its sha256 is {digest} but {source} says {expected}"
-    if problem:
-        rejected = final.with_name(final.name + ".mismatch")
-        os.replace(part, rejected)
+    try:
+        digest = download_file(url, final, expected, info.size, progress, label=name)
+    except DownloadMismatch as err:
+        who = "the registry" if err.field == "size" else source
         raise CheckpointError(
-            f"the download of {name} is not the expected file ({problem}); it was moved to {rejected}: delete it and "
-            f"run the command again, or if the server's file changed, delete {sidecar_path(final).name} first"
-        )
+            f"the download of {name} is not the expected file ({err.problem} according to {who}); it was moved to "
+            f"{err.rejected}: delete it and run the command again, or if the server's file changed, delete "
+            f"{sidecar_path(final).name} first"
+        ) from None
+    except DownloadInterrupted as err:
+        raise CheckpointError(str(err)) from None
+    except DownloadError as err:
+        raise CheckpointError(f"{err}, {_manual_hint(url, name, directory)}") from None
     if expected is None:
         _write_sidecar(final, digest)
-    os.replace(part, final)
     return final
 
 

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from guided_diffusion.fileio import atomic_write
+
 from .errors import SamplingError
-from .shards import atomic_write
 
 MANIFEST = "manifest.json"
 FORMAT = 1

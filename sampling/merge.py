@@ -8,7 +8,6 @@ the index coverage (no gap, no overlap, nothing missing) are checked before anyt
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,10 @@ from typing import IO
 
 import numpy as np
 
+from guided_diffusion.fileio import atomic_write, file_sha256
+
 from .errors import SamplingError
-from .shards import CorruptShard, ShardRef, atomic_write, coverage, quarantine, read_shard
+from .shards import CorruptShard, ShardRef, coverage, quarantine, read_shard
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -36,14 +37,6 @@ def _entry(zf: zipfile.ZipFile, name: str) -> IO[bytes]:
 def _header(fh: IO[bytes], dtype: np.dtype, shape: tuple[int, ...]) -> None:
     np.lib.format.write_array_header_1_0(
         fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape})
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def merge_shards(out_dir: Path, shard_dir: Path, refs: list[ShardRef], num_samples: int, config_hash: str,

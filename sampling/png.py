@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .shards import atomic_write
+from guided_diffusion.fileio import atomic_write
 
 _TEMP = re.compile(r"^\.(\d{7})_class\d+\.png\.tmp$")
 

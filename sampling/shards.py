@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from guided_diffusion.fileio import atomic_write
+
 from .errors import SamplingError
 
 SHARD_KEYS = {"images", "labels", "indices", "meta", "digest"}
@@ -75,35 +77,6 @@ def _digest(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, meta_te
         digest.update(np.ascontiguousarray(array).tobytes())
     digest.update(meta_text.encode())
     return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable (best effort: some filesystems do not support fsync on directories)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(file object) on a hidden temporary beside `path`, fsync, then rename; no partial file survives."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def write_shard(shard_dir: Path, start: int, images: np.ndarray, labels: np.ndarray, meta: Mapping[str, Any]) -> Path:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from evaluations import evaluator, inception, refs
-from evaluations.download import download
 from evaluations.metrics import feature_statistics, frechet_distance, inception_score, precision_recall
 from evaluations.npz_io import NpzImages, save_npz_atomic
+from guided_diffusion.fileio import download
 from tests.evaluator_standin import standin_inception_graph
 
 
@@ -172,7 +172,7 @@ def test_download_checks_sha256_and_size(tmp_path):
         download(url, tmp_path / "out" / "bad.bin", "0" * 64)
     with pytest.raises(ValueError, match="expected 5"):
         download(url, tmp_path / "out" / "short.bin", size=5)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok.bin"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bad.bin.mismatch", "ok.bin", "short.bin.mismatch"]
 
 
 def test_refs_download_pins_unknown_checksums_on_first_download(tmp_path, monkeypatch):

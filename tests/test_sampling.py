@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from guided_diffusion.fileio import file_sha256
 from sampling import manifest as mf
 from sampling.dist import RankInfo, discover, select_device
 from sampling.errors import SamplingError
-from sampling.merge import check_merged, file_sha256, merge_shards, merged_name
+from sampling.merge import check_merged, merge_shards, merged_name
 from sampling.png import encode_png, export_pngs, png_name
 from sampling.rng import MicroBatchStreams, sample_generator
 from sampling.shards import (

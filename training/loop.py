@@ -10,7 +10,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
 from guided_diffusion.factory import build_network
+from guided_diffusion.fileio import atomic_write
 
 from .data import load_digits_rgb
 
@@ -33,12 +33,6 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
     """Hash of what shapes the weights; not out_dir, logging, or `steps` (a run may be extended)."""
     relevant = {k: v for k, v in cfg.items() if k not in ("out_dir", "steps", "save_every", "log_every", "threads")}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -105,8 +99,9 @@ def train(cfg: Mapping[str, Any]) -> Path:
             log.info("step %d/%d loss %.4f (%.2f steps/s)", done, cfg["steps"], sum(losses) / len(losses), rate)
             losses.clear()
         if done % cfg["save_every"] == 0 or done == cfg["steps"]:
-            atomic_save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                         "step": done, "config_hash": digest}, state_path)
-    atomic_save(ema.state_dict(), export_path)
+            state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": done,
+                     "config_hash": digest}
+            atomic_write(state_path, lambda fh, state=state: torch.save(state, fh))
+    atomic_write(export_path, lambda fh: torch.save(ema.state_dict(), fh))
     (out_dir / "train_config.json").write_text(json.dumps({**cfg, "config_hash": digest}, indent=2, default=str))
     return export_path
