@@ -70,7 +70,10 @@ def host_of(model: nn.Module, name: str) -> AttentionHost:
 @contextmanager
 def attention_plan(model: nn.Module, plans: Mapping[str, Sequence[PlanSegment]]) -> Iterator[None]:
     """Install `plans` (layer name -> [(batch slice, processor), ...]) for the duration of the block."""
-    hosts = {name: host_of(model, name) for name in plans}
+    layers = attention_layers(model)
+    if any(name not in layers for name in plans):
+        resolve_layers(model, list(plans))  # raises, listing the valid names
+    hosts = {name: layers[name].attention for name in plans}
     busy = [name for name, host in hosts.items() if host.plan is not None]
     if busy:
         raise RuntimeError(f"attention layer(s) {busy} already have a plan: guiders cannot be nested on one layer")

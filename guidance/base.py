@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from guided_diffusion.diffusion import GaussianDiffusion
 
+from .classifier import network_kwargs
 from .windows import Window
 
 
@@ -39,10 +40,7 @@ class Guider(nn.Module):
         return self.window.active(int(index[0]))
 
     def call_model(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Labels in the kwargs serve the classifier; an unconditional network does not receive them (as ADM)."""
-        if getattr(self.model, "num_classes", None) is None:
-            kwargs.pop("y", None)
-        return self.model(x, t, **kwargs)
+        return self.model(x, t, **network_kwargs(self.model, kwargs))
 
     def combine(self, plain: torch.Tensor, eps_perturbed: torch.Tensor, channels: int) -> torch.Tensor:
         eps = plain[:, :channels]

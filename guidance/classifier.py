@@ -6,11 +6,30 @@ The diffusion applies it where ADM does: as a mean shift in DDPM steps and a sco
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def network_kwargs(model: nn.Module, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Labels in model_kwargs serve the classifier; an unconditional network does not receive them (as ADM)."""
+    if getattr(model, "num_classes", None) is None:
+        return {k: v for k, v in kwargs.items() if k != "y"}
+    return dict(kwargs)
+
+
+class DropLabels(nn.Module):
+    """A network called with the sampler's model_kwargs: labels reach it only if it is class-conditional."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.model(x, t, **network_kwargs(self.model, kwargs))
 
 
 def classifier_cond_fn(classifier: nn.Module, scale: float) -> Callable[..., torch.Tensor]:

@@ -58,15 +58,15 @@ class PAG(Guider):
         super().__init__(model, diffusion, scale, window)
         self.layers = resolve_layers(model, layers)
         self.perturbation = perturbation
-        order = list(attention_layers(model))
-        first = min(self.layers, key=order.index)
+        blocks = attention_layers(model)
+        self.hosts: dict[str, AttentionHost] = {name: blocks[name].attention for name in self.layers}
+        first = min(self.layers, key=list(blocks).index)
         self.fork_at = first.rsplit(".", 1)[0] if fork and hasattr(model, "top_level_blocks") else None
         self.upstream_legacy_layout = upstream_legacy_layout
 
     def _plan(self, batch: int) -> dict[str, list[tuple[slice, Processor]]]:
-        hosts: dict[str, AttentionHost] = {n: m.attention for n, m in attention_layers(self.model).items()}
-        return {name: [(slice(0, batch), hosts[name].processor), (slice(batch, 2 * batch), self.perturbation)]
-                for name in self.layers}
+        return {name: [(slice(0, batch), host.processor), (slice(batch, 2 * batch), self.perturbation)]
+                for name, host in self.hosts.items()}
 
     def _both_passes(self, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
         batch = x.shape[0]

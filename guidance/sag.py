@@ -79,6 +79,7 @@ class SAG(Guider):
     ):
         super().__init__(model, diffusion, scale, window)
         self.layer = resolve_layers(model, [layer])[0]
+        self.host = host_of(model, self.layer)
         info = {row.name: row for row in layer_table(model)}[self.layer]
         if model.image_size % info.resolution:
             raise ValueError(f"SAG layer {self.layer} works at {info.resolution}x{info.resolution}, which does not "
@@ -99,7 +100,7 @@ class SAG(Guider):
                     kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pass 1: the plain output and the SAG layer's qkv (float32, as the official hook stores it)."""
         captured: list[torch.Tensor] = []
-        handle = host_of(self.model, self.layer).register_forward_hook(
+        handle = self.host.register_forward_hook(
             lambda _m, inputs, _out: captured.append(inputs[0].detach().float()))
         try:
             out = self.call_model(x, t, **kwargs)

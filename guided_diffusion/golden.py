@@ -25,7 +25,7 @@ import torch
 
 from guidance.attention import attention_plan
 from guidance.base import Guider
-from guidance.classifier import classifier_cond_fn
+from guidance.classifier import DropLabels, classifier_cond_fn
 from guidance.compat import paper_scale
 from guidance.pag import PAG, legacy_layouts
 from guidance.perturbations import identity_attention
@@ -137,15 +137,6 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in tree.items():
         flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
-
-
-def _model_fn(model: torch.nn.Module) -> Callable[..., torch.Tensor]:
-    """ADM's classifier_sample model_fn: the U-Net gets the labels only if it is class-conditional."""
-
-    def model_fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        return model(x, t, y=y if model.num_classes is not None else None, **kwargs)
-
-    return model_fn
 
 
 @dataclass
@@ -260,7 +251,7 @@ def make_variant(fixture: Fixture, name: str, diffusion: GaussianDiffusion) -> V
     """baseline, cg, and <guidance>[_cg] for every guidance in GUIDERS; None when unsupported."""
     base, cg = (name[:-3], True) if name.endswith("_cg") else (name, name == "cg")
     if base in ("baseline", "cg"):
-        model: Callable[..., torch.Tensor] = _model_fn(fixture.model)
+        model: Callable[..., torch.Tensor] = DropLabels(fixture.model)
         record = None
     elif base in GUIDERS:
         guider = GUIDERS[base](fixture, diffusion)
@@ -338,14 +329,14 @@ def check_forward(fixture: Fixture) -> Iterator[Result]:
     data = flatten(fixture.data)
     x, t = data["x"], data["t"]
     y = data.get("y")
-    model_fn = _model_fn(fixture.model)
+    model_fn = DropLabels(fixture.model)
     block_names = [k.split(".", 1)[1] for k in data if k.startswith("attn_block_out.")]
     ours: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         blocks = _capture_outputs(fixture.model, block_names, lambda: ours.__setitem__("out", model_fn(x, t, y=y)))
     if "out_fp16" in data:
         with torch.no_grad():
-            ours["out_fp16"] = _model_fn(fixture.build_model(use_fp16=True))(x, t, y=y).float()
+            ours["out_fp16"] = DropLabels(fixture.build_model(use_fp16=True))(x, t, y=y).float()
     for name, value in blocks.items():
         ours[f"attn_block_out.{name}"] = value
     if "clf_logits" in data or "clf_cond_grad" in data:
@@ -373,7 +364,7 @@ def _forward_guidance(fixture: Fixture, data: Mapping[str, Any]) -> dict[str, to
     """PAG-perturbed forwards and SAG's captured map, for the keys the fixture holds (README 5.1)."""
     x, t, y = data["x"], data["t"], data.get("y")
     model, batch = fixture.model, data["x"].shape[0]
-    run = _model_fn(model)
+    run = DropLabels(model)
     ours: dict[str, torch.Tensor] = {}
 
     def perturbed(layers: list[str]) -> torch.Tensor:
@@ -454,7 +445,7 @@ def check_steps(fixture: Fixture) -> Iterator[Result]:
         x, t = common["x_t"], common["t_index"]
         kwargs = {"y": common["y"]} if torch.is_tensor(common.get("y")) else {}
         t_model = diffusion.model_timesteps(t)
-        model_fn = _model_fn(fixture.model)
+        model_fn = DropLabels(fixture.model)
         with torch.no_grad():
             out = diffusion.p_mean_variance(model_fn, x, t, model_kwargs=kwargs)
             ours = {"t_model": t_model, "model_out": model_fn(x, t_model, **kwargs),

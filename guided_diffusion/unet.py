@@ -200,10 +200,6 @@ class AttentionPool2d(nn.Module):
         return x[:, :, 0]
 
 
-def _as_tuple(values: Sequence) -> tuple:
-    return tuple(values)
-
-
 class _Torso(nn.Module):
     """Encoder half shared by UNetModel and EncoderUNetModel: time embedding, input blocks, middle block."""
 
@@ -320,7 +316,7 @@ class UNetModel(_Torso):
         # Kept as given (not the true head count): SAG's official map reshape reads this attribute.
         self.num_heads = num_heads
         self.num_head_channels = num_head_channels
-        self.attention_resolutions = _as_tuple(attention_resolutions)
+        self.attention_resolutions = tuple(attention_resolutions)
         ch, input_ch, chans, ds = self._build_torso(
             in_channels, model_channels, num_res_blocks, attention_resolutions, dropout, channel_mult,
             conv_resample, dims, num_heads, num_head_channels, use_scale_shift_norm, resblock_updown,

@@ -14,23 +14,12 @@ import torch
 import torch.nn as nn
 
 from guidance.build import build_guider
-from guidance.classifier import classifier_cond_fn
+from guidance.classifier import DropLabels, classifier_cond_fn
 from guided_diffusion.checkpoints import CLI, REGISTRY, load_checkpoint, network_spec
 from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
 from guided_diffusion.factory import build_network
 
 from .errors import SamplingError
-
-
-class DropLabels(nn.Module):
-    """An unconditional network used without a guider: labels in model_kwargs serve only the classifier (as ADM)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        return self.model(x, t, **kwargs)
 
 
 def checkpoint_path(name: str, directory: str | Path) -> Path:
@@ -84,9 +73,7 @@ def make_diffusion(model_cfg: Mapping[str, Any], sampler_cfg: Mapping[str, Any])
 def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cfg: Mapping[str, Any]) -> nn.Module:
     """What the sampler calls: a guider, or the model itself (labels dropped when it is unconditional)."""
     net = build_guider(model, diffusion, guidance_cfg)
-    if net is model and getattr(model, "num_classes", None) is None:
-        return DropLabels(model)
-    return net
+    return DropLabels(model) if net is model else net
 
 
 def classifier_fn(classifier_cfg: Mapping[str, Any], checkpoint_dir: str | Path,
