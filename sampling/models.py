@@ -73,7 +73,9 @@ def make_diffusion(model_cfg: Mapping[str, Any], sampler_cfg: Mapping[str, Any])
 def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cfg: Mapping[str, Any]) -> nn.Module:
     """What the sampler calls: a guider, or the model itself (labels dropped when it is unconditional)."""
     net = build_guider(model, diffusion, guidance_cfg)
-    return DropLabels(model) if net is model else net
+    if net is model and getattr(model, "num_classes", None) is None:
+        return DropLabels(model)
+    return net
 
 
 def classifier_fn(classifier_cfg: Mapping[str, Any], checkpoint_dir: str | Path,
