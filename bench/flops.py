@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from guidance.attention import attention_layers, layer_table  # noqa: E402
 from guidance.blur import gaussian_blur  # noqa: E402
+from guidance.flops import classifier_gradient, count_flops  # noqa: E402
 from guidance.pag import PAG  # noqa: E402
 from guidance.sag import sag_column_sums  # noqa: E402
 from guided_diffusion.checkpoints import REGISTRY, build_model, checkpoint_info  # noqa: E402
@@ -30,19 +28,6 @@ from guided_diffusion.diffusion import create_diffusion  # noqa: E402
 # PAG Table 1 layers for the 256px layout; for other layouts the deepest encoder block, the middle block and the
 # first decoder block stand in (the fraction of the network before the first perturbed layer decides the cost).
 PAG_LAYERS_256 = ["input_blocks.14.1", "input_blocks.16.1", "input_blocks.17.1", "middle_block.1"]
-
-
-def count(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def classifier_gradient(classifier: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> None:
-    """The arithmetic of guidance.classifier's cond_fn; .backward() because the flop counter's module hooks do
-    not support autograd.grad."""
-    x_in = x.detach().requires_grad_(True)
-    F.log_softmax(classifier(x_in, t), dim=-1)[:, 1].sum().backward()
 
 
 def pag_layers(model: torch.nn.Module) -> list[str]:
@@ -59,18 +44,18 @@ def step_flops(name: str) -> dict[str, float]:
     x = torch.randn(1, 3, size, size, device="meta")
     t = torch.tensor([500], device="meta")
     kwargs = {"y": torch.tensor([1], device="meta")} if model.num_classes else {}
-    base = count(lambda: model(x, t, **kwargs))
+    base = count_flops(lambda: model(x, t, **kwargs))
     diffusion = create_diffusion(steps=info.flags["diffusion_steps"], timestep_respacing="250")
     pag = PAG(model, diffusion, pag_layers(model), 1.0)
-    result = {"pag": count(lambda: pag(x, t, **kwargs)) / base}
+    result = {"pag": count_flops(lambda: pag(x, t, **kwargs)) / base}
     sag_layer = [row for row in layer_table(model) if row.name.startswith("output_blocks")][2]
     qkv = torch.randn(1, 3 * sag_layer.channels, sag_layer.resolution**2, device="meta")
-    map_flops = count(lambda: sag_column_sums(qkv, model.num_heads))
-    blur_flops = count(lambda: gaussian_blur(x, 31, 9.0))
+    map_flops = count_flops(lambda: sag_column_sums(qkv, model.num_heads))
+    blur_flops = count_flops(lambda: gaussian_blur(x, 31, 9.0))
     result["sag"] = (2 * base + map_flops + blur_flops) / base
     if info.classifier:
         classifier = build_model(info.classifier, device="meta")
-        result["cg"] = (base + count(lambda: classifier_gradient(classifier, x, t))) / base
+        result["cg"] = (base + count_flops(lambda: classifier_gradient(classifier, x, t))) / base
     result["gflop"] = base / 1e9
     return result
 

@@ -21,8 +21,12 @@ LAYOUTS = ("legacy", "new")
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Fast default: fused scaled-dot-product attention (same maths as upstream, different rounding)."""
-    return F.scaled_dot_product_attention(q, k, v)
+    """Fast default: fused scaled-dot-product attention (same maths as upstream, different rounding).
+
+    The host's heads are strided views of qkv; on those SDPA falls back to its unfused math path (bitwise the einsum,
+    and slower than it on CPU), so the inputs are made contiguous for the fused kernels (bench/bench_attention.py).
+    """
+    return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())
 
 
 def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -74,7 +78,7 @@ class AttentionHost(nn.Module):
         if self.plan is None:
             return self.merge_heads(self.processor(q, k, v))
         outs = [processor(q[sl], k[sl], v[sl]) for sl, processor in self.plan]
-        return self.merge_heads(torch.cat(outs, dim=0))
+        return self.merge_heads(outs[0] if len(outs) == 1 else torch.cat(outs, dim=0))
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, layout={self.layout}"

@@ -315,14 +315,17 @@ def check_fits(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.T
 
 
 def load_checkpoint(name_or_spec: str | Mapping[str, Any], path: str | Path,
-                    device: str | torch.device = "cpu") -> nn.Module:
+                    device: str | torch.device = "cpu", use_fp16: bool | None = None) -> nn.Module:
     """Build the model (registry name or network spec), load `path` into it strictly and return it in eval mode.
 
     The model is built on the meta device and the file's tensors are assigned (cast to the model's dtypes first), so
     loading needs the file's memory only, once. A use_fp16 model comes back with its torso in float16, as upstream
-    has it after convert_to_fp16(); float16 files load into float32 models by casting.
+    has it after convert_to_fp16(); float16 files load into float32 models by casting. `use_fp16` overrides the
+    spec's flag (the sampler's precision: an fp16 checkpoint runs in float32 on the CPU without a rounding trip).
     """
     name, spec = _resolve(name_or_spec)
+    if use_fp16 is not None:
+        spec["use_fp16"] = use_fp16
     path = Path(path)
     state = read_state_dict(path, name)
     with torch.device("meta"):

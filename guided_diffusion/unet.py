@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
@@ -276,6 +277,13 @@ class _Torso(nn.Module):
         for module in self.torso_modules():
             module.apply(convert_module_to_f16)
 
+    def convert_to_fp32(self) -> None:
+        """Undo convert_to_fp16 (CPU runs of use_fp16 checkpoints: half convolutions are slow and inexact there)."""
+        for module in self.torso_modules():
+            for conv in module.modules():
+                if isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    conv.float()
+
 
 class UNetModel(_Torso):
     """The ADM U-Net (also IDDPM's, with resblock_updown=False and activation='sigmoid_silu').
@@ -347,6 +355,9 @@ class UNetModel(_Torso):
             make_activation(activation),
             zero_module(conv_nd(dims, input_ch, out_channels, 3, padding=1)),
         )
+        # bf16 option: the torso (input, middle and output blocks) runs under torch.autocast with this dtype; the
+        # embeddings and the out head stay float32, so guidance arithmetic sees float32 outputs.
+        self.autocast_dtype: torch.dtype | None = None
         if use_fp16:
             self.convert_to_fp16()
 
@@ -396,16 +407,18 @@ class UNetModel(_Torso):
                 inputs = torch.cat([inputs] * fork_copies)
             return block(inputs, state["emb"])
 
-        skips = []
-        for i, module in enumerate(self.input_blocks):
-            h = run(f"input_blocks.{i}", module, h)
-            skips.append(h)
-        h = run("middle_block", self.middle_block, h)
-        for i, module in enumerate(self.output_blocks):
-            skip = skips.pop()
-            if skip.shape[0] != h.shape[0]:
-                skip = torch.cat([skip] * (h.shape[0] // skip.shape[0]))
-            h = run(f"output_blocks.{i}", module, torch.cat([h, skip], dim=1))
+        autocast = self.autocast_dtype is not None
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype) if autocast else nullcontext():
+            skips = []
+            for i, module in enumerate(self.input_blocks):
+                h = run(f"input_blocks.{i}", module, h)
+                skips.append(h)
+            h = run("middle_block", self.middle_block, h)
+            for i, module in enumerate(self.output_blocks):
+                skip = skips.pop()
+                if skip.shape[0] != h.shape[0]:
+                    skip = torch.cat([skip] * (h.shape[0] // skip.shape[0]))
+                h = run(f"output_blocks.{i}", module, torch.cat([h, skip], dim=1))
         return self.out(h.type(x.dtype))
 
 

@@ -4,7 +4,8 @@ The hash covers every config key except those in OPERATIONAL_KEYS, i.e. everythi
 model, diffusion, sampler, guidance, classifier, labels, seed, micro_batch and cpu_threads. It leaves out num_samples
 (extending a finished run to more samples is a legitimate resume: samples are per-index), batch_size (shard size
 only), the output and checkpoint paths, the device choice (recorded per shard instead), PNG export, the waiting
-timeout, the progress bar and the descriptive keys (reference_batch, paper). Numbers are canonicalised (9.0 and 9
+timeout, the progress bar, the descriptive key reference_batch and `speed` (torch.compile: how kernels run, like the
+device; each shard records `compiled`). `precision` is hashed. Numbers are canonicalised (9.0 and 9
 hash alike), so `guidance.scale=1` on the command line resumes a run configured with 1.0. A key this list does not
 name is hashed: an unknown key can refuse a resume, never let a changed one through.
 """
@@ -34,7 +35,7 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 OPERATIONAL_KEYS = frozenset({
     "exp_name", "out_dir", "num_samples", "batch_size", "device", "save_png", "paths", "wait_timeout_s", "progress",
-    "reference_batch", "paper",
+    "reference_batch", "speed",
 })
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -138,6 +139,15 @@ def read_manifest(out_dir: Path) -> dict | None:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "config_hash" not in manifest:
         raise SamplingError(f"{path} is not a manifest written by this sampler (format {FORMAT}); use another out_dir")
     return manifest
+
+
+def merged_file(manifest: Mapping[str, Any] | None, out_dir: Path, num_samples: int) -> Path | None:
+    """The merged file of `num_samples` samples that a launch recorded in `manifest`, if it is still there."""
+    for record in (manifest or {}).get("merged", []):
+        path = Path(out_dir) / record["file"]
+        if record["num_samples"] == num_samples and path.is_file():
+            return path
+    return None
 
 
 def write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:

@@ -2,6 +2,11 @@
 
 Official models load strictly from `<paths.checkpoints>/<checkpoint>.pt`. A model config with `checkpoint: null`
 (the `smoke` experiment) gets random weights drawn from `init_seed` instead, so the pipeline runs without downloads.
+
+Precision (`precision` in configs/sample.yaml) decides the numeric format here, once: `auto` runs each network as its
+checkpoint flags say (use_fp16: upstream's float16 torso) on CUDA and in float32 on the CPU; `fp32` everywhere
+float32; `fp16` the diffusion torso in float16 on any device; `bf16` float32 weights with the diffusion torso under
+bfloat16 autocast. The out head, the embeddings, guidance arithmetic and classifier gradients stay float32.
 """
 
 from __future__ import annotations
@@ -33,10 +38,22 @@ def checkpoint_path(name: str, directory: str | Path) -> Path:
     return path
 
 
-def _load(name: str, spec: dict, directory: str | Path, device: torch.device) -> nn.Module:
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def resolve_precision(precision: str, use_fp16: bool, device: torch.device) -> str:
+    """The format a diffusion network runs in: fp32, fp16 (float16 torso) or bf16 (autocast torso)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp16" if use_fp16 and device.type == "cuda" else "fp32"
+    return precision
+
+
+def _load(name: str, spec: dict, directory: str | Path, device: torch.device, use_fp16: bool) -> nn.Module:
     """Load by registry name when the config's spec is the official one (sharper error messages), else by spec."""
     official = name in REGISTRY and network_spec(name) == spec
-    return load_checkpoint(name if official else spec, checkpoint_path(name, directory), device)
+    return load_checkpoint(name if official else spec, checkpoint_path(name, directory), device, use_fp16=use_fp16)
 
 
 @torch.no_grad()
@@ -56,14 +73,35 @@ def random_init(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device: torch.device) -> nn.Module:
-    """The diffusion network of a model config, in eval mode on `device`."""
+def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device: torch.device,
+               precision: str = "auto") -> nn.Module:
+    """The diffusion network of a model config, in eval mode on `device`, in the format `precision` resolves to."""
     spec = dict(model_cfg["network"])
+    resolved = resolve_precision(precision, bool(spec.get("use_fp16")), device)
     if model_cfg.get("checkpoint") is None:
         with torch.device("cpu"):
-            model = build_network(spec)
-        return random_init(model, int(model_cfg["init_seed"])).to(device).eval()
-    return _load(model_cfg["checkpoint"], spec, checkpoint_dir, device)
+            model = build_network({**spec, "use_fp16": resolved == "fp16"})
+        model = random_init(model, int(model_cfg["init_seed"])).to(device).eval()
+    else:
+        model = _load(model_cfg["checkpoint"], spec, checkpoint_dir, device, use_fp16=resolved == "fp16")
+    if resolved == "bf16":
+        model.autocast_dtype = torch.bfloat16
+    return model
+
+
+def model_precision(model: nn.Module) -> str:
+    """The format a loaded diffusion network runs in (recorded in each shard)."""
+    if getattr(model, "autocast_dtype", None) == torch.bfloat16:
+        return "bf16"
+    return "fp16" if getattr(model, "dtype", torch.float32) == torch.float16 else "fp32"
+
+
+def compile_model(model: nn.Module, speed_cfg: Mapping[str, Any]) -> nn.Module:
+    """torch.compile the network in place (`+speed=compile`): module names stay, so guiders find their layers;
+    guidance arithmetic outside the network stays eager."""
+    model.compile(backend=speed_cfg.get("backend", "inductor"), mode=speed_cfg.get("mode"),
+                  dynamic=speed_cfg.get("dynamic"))
+    return model
 
 
 def make_diffusion(model_cfg: Mapping[str, Any], sampler_cfg: Mapping[str, Any]) -> GaussianDiffusion:
@@ -78,12 +116,14 @@ def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cf
     return net
 
 
-def classifier_fn(classifier_cfg: Mapping[str, Any], checkpoint_dir: str | Path,
-                  device: torch.device) -> Callable[..., torch.Tensor] | None:
-    """Classifier guidance's cond_fn, or None for classifier=none."""
+def classifier_fn(classifier_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device: torch.device,
+                  precision: str = "auto") -> Callable[..., torch.Tensor] | None:
+    """Classifier guidance's cond_fn, or None for classifier=none. Its torso is float16 only where its use_fp16 flag
+    asks for it and precision is fp16, or auto on CUDA; bf16 keeps the classifier (and its gradient) in float32."""
     if classifier_cfg.get("name", "none") == "none":
         return None
     model_cfg = classifier_cfg["model"]
     spec = {**model_cfg["network"], "use_fp16": bool(classifier_cfg["use_fp16"])}
-    return classifier_cond_fn(_load(model_cfg["checkpoint"], spec, checkpoint_dir, device),
+    use_fp16 = resolve_precision(precision, spec["use_fp16"], device) == "fp16" and spec["use_fp16"]
+    return classifier_cond_fn(_load(model_cfg["checkpoint"], spec, checkpoint_dir, device, use_fp16),
                               float(classifier_cfg["scale"]))

@@ -40,7 +40,16 @@ from .config import group_keys
 from .dist import RankInfo, discover, select_device
 from .errors import SamplingError
 from .merge import check_merged, merge_shards
-from .models import checkpoint_path, classifier_fn, load_model, make_diffusion, sampling_network
+from .models import (
+    PRECISIONS,
+    checkpoint_path,
+    classifier_fn,
+    compile_model,
+    load_model,
+    make_diffusion,
+    model_precision,
+    sampling_network,
+)
 from .png import export_pngs, remove_png_temp_files
 from .rng import LABEL_PROTOCOLS, MicroBatchStreams
 from .shards import (
@@ -92,6 +101,8 @@ def validate(conf: Mapping[str, Any]) -> None:
             f"per network call); e.g. batch_size={micro_batch * max(1, batch_size // micro_batch)}"
         )
     _positive_int(conf, "seed", minimum=0)
+    if conf.get("precision", "auto") not in PRECISIONS:
+        raise SamplingError(f"precision must be one of {', '.join(PRECISIONS)}, got {conf.get('precision')!r}")
     if conf.get("cpu_threads") is not None:
         _positive_int(conf, "cpu_threads")
     if not float(conf.get("wait_timeout_s", 0)) > 0:
@@ -204,6 +215,8 @@ class Sampler:
     cond_fn: Callable[..., torch.Tensor] | None
     device: torch.device
     conf: Mapping[str, Any]
+    precision: str = "fp32"  # what conf["precision"] resolved to on this device; recorded in every shard
+    compiled: bool = False
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -304,11 +317,7 @@ class Run:
 
     def finished(self, manifest: Mapping[str, Any] | None) -> Path | None:
         """The merged file of this sample count, when an earlier launch already wrote it."""
-        for record in (manifest or {}).get("merged", []):
-            path = self.layout.out_dir / record["file"]
-            if record["num_samples"] == self.num_samples and path.is_file():
-                return path
-        return None
+        return mf.merged_file(manifest, self.layout.out_dir, self.num_samples)
 
     # -------------------------------------------------------------------------------- own shards
     def owned_ranges(self) -> Iterator[tuple[int, int]]:
@@ -354,6 +363,7 @@ class Run:
                 images, labels = sampler.sample(start, end, advance)
                 meta = {"config_hash": self.config_hash, "seed": self.conf["seed"], "start": start, "end": end,
                         "micro_batch": self.conf["micro_batch"], "device": sampler.device.type,
+                        "precision": sampler.precision, "compiled": sampler.compiled,
                         "rank": self.rank.rank, "world_size": self.rank.world_size, "torch": torch.__version__}
                 with writing("shards", layout.shard_dir):
                     path = write_shard(layout.shard_dir, start, images, labels, meta)
@@ -450,19 +460,23 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
         device = select_device(str(conf["device"]), rank.local_rank)
         _configure_torch(conf, device)
         try:
-            model = load_model(conf["model"], conf["paths"]["checkpoints"], device)
+            precision = str(conf.get("precision", "auto"))
+            model = load_model(conf["model"], conf["paths"]["checkpoints"], device, precision)
+            speed = conf.get("speed") or {}
+            if speed.get("compile"):
+                compile_model(model, speed)
             diffusion = make_diffusion(conf["model"], conf["sampler"])
             net = sampling_network(model, diffusion, conf["guidance"])
         except CheckpointError:
             raise
         except ValueError as err:  # the builders' messages name the bad key and the valid choices
             raise SamplingError(f"invalid configuration: {err}") from None
-        cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device)
+        cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
         if rank.is_main:
             manifest = job.record_launch(manifest, device)
         LOG.info("rank %d of %d (%s) on %s; out_dir %s; config hash %s", rank.rank, rank.world_size, rank.launcher,
                  device, layout.out_dir, job.config_hash[:12])
-        sampler = Sampler(net, diffusion, cond_fn, device, conf)
+        sampler = Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), bool(speed.get("compile")))
         progress = Progress(layout.shard_dir, job.num_samples, bool(conf["progress"])) if rank.is_main else None
         try:
             computed = job.sample_own_shards(sampler, progress)

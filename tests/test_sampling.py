@@ -239,13 +239,14 @@ def test_png_export_roundtrip(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ manifest
 BASE = {"model": {"name": "m"}, "guidance": {"name": "pag", "scale": 1.0}, "seed": 0, "micro_batch": 4,
-        "num_samples": 10, "batch_size": 8, "out_dir": "a", "device": "auto", "paper": {"fid": 1}}
+        "num_samples": 10, "batch_size": 8, "out_dir": "a", "device": "auto",
+        "reference_batch": "imagenet/256/VIRTUAL_imagenet256_labeled.npz"}
 
 
 def test_config_hash_covers_what_changes_samples():
     digest = mf.config_hash(BASE)
     for key, value in (("num_samples", 50), ("batch_size", 2), ("out_dir", "b"), ("device", "cpu"),
-                       ("paper", None)):
+                       ("reference_batch", None)):
         assert mf.config_hash({**BASE, key: value}) == digest, key
     assert mf.config_hash({**BASE, "guidance": {"name": "pag", "scale": 1}}) == digest  # 1 and 1.0 alike
     for key, value in (("seed", 1), ("micro_batch", 2), ("guidance", {"name": "pag", "scale": 2.0}),
