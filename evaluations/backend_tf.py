@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluations.inception import INPUT_NODE, POOL_NODE, SOFTMAX_MATMUL_NODE, SPATIAL_CHANNELS, SPATIAL_NODE
+from evaluations.inception import (
+    INCEPTION_FEATURE_SPACE,
+    INPUT_NODE,
+    POOL_NODE,
+    SOFTMAX_MATMUL_NODE,
+    SPATIAL_CHANNELS,
+    SPATIAL_NODE,
+)
 from guided_diffusion.fileio import file_sha256
 
 
@@ -21,6 +28,7 @@ class TensorFlowInception:
     """ADM's TensorFlow feature graph, in its own tf.Graph and Session (no global TensorFlow state)."""
 
     name = "tf"
+    feature_space = INCEPTION_FEATURE_SPACE
 
     def __init__(self, graph_path: Path):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluations.inception import POOL_NODE, SPATIAL_CHANNELS, SPATIAL_NODE
+from evaluations.inception import INCEPTION_FEATURE_SPACE, POOL_NODE, SPATIAL_CHANNELS, SPATIAL_NODE
 
 _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
 
@@ -80,6 +80,7 @@ class TorchInception:
     """The Inception graph as PyTorch ops; no TensorFlow needed at evaluation time."""
 
     name = "torch"
+    feature_space = INCEPTION_FEATURE_SPACE
 
     def __init__(self, converted: dict, device: str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -126,7 +126,8 @@ def evaluate(
         "ref_statistics": ref_source,
         "sample_statistics": sample_source,
         "backend": backend.name,
-        "inception_graph_sha256": backend.graph_sha256,
+        "feature_space": backend.feature_space,
+        "features_sha256": backend.graph_sha256,
         "versions": versions,
     }
 
@@ -160,8 +161,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("sample_batch", type=Path, help="sample batch .npz: arr_0 = uint8 NHWC images")
     parser.add_argument(
-        "--backend", choices=["torch", "tf"], default="torch", help="default: torch (no TensorFlow)"
+        "--backend",
+        choices=["torch", "tf", "digits"],
+        default="torch",
+        help="default: torch (Inception, no TensorFlow); digits: the demo's own feature space, not Inception",
     )
+    parser.add_argument("--feature-net", type=Path, help="digits backend: feature network file (default: the demo's)")
     parser.add_argument("--json", type=Path, help="also write the results and their provenance to this file")
     parser.add_argument("--graph", type=Path, help="Inception graph to use instead of the official download")
     parser.add_argument(
@@ -176,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         # Fail on a malformed file before spending minutes on the network.
         with NpzImages(args.ref_batch) as ref, NpzImages(args.sample_batch) as sample:
             check_batches(ref, sample)
-        backend = load_backend(args.backend, args.graph, args.cache_dir, args.device)
+        backend = load_backend(args.backend, args.graph, args.cache_dir, args.device, args.feature_net)
+        if args.backend == "digits":
+            _note(f"feature space: {backend.feature_space}")
         results = evaluate(args.ref_batch, args.sample_batch, backend, args.allow_blank_samples)
     except (ValueError, OSError, NotImplementedError, ImportError) as e:
         sys.exit(f"error: {e}")

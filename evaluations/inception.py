@@ -52,11 +52,15 @@ SUPPORTED_OPS = {
 }
 
 
+INCEPTION_FEATURE_SPACE = "Inception-v3 (ADM's classify_image_graph_def.pb)"
+
+
 class FeatureBackend(Protocol):
-    """What the evaluator needs from an Inception implementation."""
+    """What the evaluator needs from an Inception implementation (or the demo's stand-in feature space)."""
 
     name: str
-    graph_sha256: str
+    graph_sha256: str  # sha256 of the file the features come from
+    feature_space: str  # what the features are, recorded with every result
 
     def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 NHWC images -> (pool_3 features [N, 2048], first 7 mixed_6/conv channels, NHWC-flattened)."""
@@ -182,9 +186,18 @@ def converted_graph(graph_path: Path, cache_dir: Path) -> dict:
 
 
 def load_backend(
-    kind: str, graph_path: Path | None = None, cache_dir: Path | None = None, device: str | None = None
+    kind: str,
+    graph_path: Path | None = None,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    feature_net: Path | None = None,
 ) -> FeatureBackend:
-    """Build the `torch` or `tf` backend on `graph_path` (default: the official graph, downloaded once)."""
+    """Build the `torch` or `tf` backend on `graph_path` (default: the official graph, downloaded once), or the
+    demo's `digits` feature space from `feature_net` (default: the committed data/demo/digits_features.pt)."""
+    if kind == "digits":
+        from evaluations.backend_digits import DEFAULT_PATH, DigitsFeatures
+
+        return DigitsFeatures(feature_net or DEFAULT_PATH, device=device)
     cache_dir = cache_dir or default_cache_dir()
     graph_path = graph_path or official_graph(cache_dir)
     if kind == "torch":
@@ -195,7 +208,7 @@ def load_backend(
         from evaluations.backend_tf import TensorFlowInception
 
         return TensorFlowInception(graph_path)
-    raise ValueError(f"unknown backend {kind!r}; choose 'torch' or 'tf'")
+    raise ValueError(f"unknown backend {kind!r}; choose 'torch', 'tf' or 'digits'")
 
 
 def main(argv: list[str] | None = None) -> None:

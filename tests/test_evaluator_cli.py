@@ -22,6 +22,7 @@ class FakeBackend:
 
     name = "fake"
     graph_sha256 = "0" * 64
+    feature_space = "hand-made test features"
 
     def __init__(self):
         self.weights = np.random.default_rng(0).normal(0, 3, (12, 5)).astype(np.float32)

@@ -7,9 +7,15 @@ are fixed per image index (seeded), so the dataset is the same on every machine.
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from evaluations.npz_io import save_npz_atomic
+from guided_diffusion.diffusion import quantize_uint8
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
@@ -33,3 +39,23 @@ def load_digits_rgb(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     for i, (dy, dx) in enumerate(offsets):
         canvas[i, :, dy:dy + _DIGIT_SIZE, dx:dx + _DIGIT_SIZE] = grey[i] * colours[i][:, None, None]
     return canvas * 2 - 1, torch.from_numpy(digits.target.astype(np.int64))
+
+
+def export_reference_batch(path: Path, seed: int = 0) -> Path:
+    """The digits as an evaluator reference batch: arr_0 uint8 NHWC (quantised like samples), arr_1 labels."""
+    images, labels = load_digits_rgb(seed)
+    save_npz_atomic(path, arr_0=quantize_uint8(images).numpy(), arr_1=labels.numpy())
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.data", description="Export the demo's digits.")
+    parser.add_argument("command", choices=["export"])
+    parser.add_argument("path", type=Path, help="output .npz (e.g. data/demo/digits32_ref.npz)")
+    parser.add_argument("--seed", type=int, default=0, help="data_seed of the training configs")
+    args = parser.parse_args(argv)
+    print(export_reference_batch(args.path, args.seed))
+
+
+if __name__ == "__main__":
+    main()

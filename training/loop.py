@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from evaluations.backend_digits import DigitsFeatureNet, feature_net_file
 from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
 from guided_diffusion.factory import build_network
 from guided_diffusion.fileio import atomic_write
@@ -26,13 +27,21 @@ from guided_diffusion.fileio import atomic_write
 from .data import load_digits_rgb
 
 log = logging.getLogger(__name__)
-KINDS = ("diffusion", "classifier")
+KINDS = ("diffusion", "classifier", "features")
+# Paths and logging: they do not shape the weights.
+_UNHASHED = ("out_dir", "export", "steps", "save_every", "log_every", "threads")
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
-    """Hash of what shapes the weights; not out_dir, logging, or `steps` (a run may be extended)."""
-    relevant = {k: v for k, v in cfg.items() if k not in ("out_dir", "steps", "save_every", "log_every", "threads")}
+    """Hash of what shapes the weights; not paths, logging, or `steps` (a run may be extended)."""
+    relevant = {k: v for k, v in cfg.items() if k not in _UNHASHED}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ema_decay(rate: float, step: int, warmup: bool) -> float:
+    """The EMA decay after optimizer step `step` (0-based). With warmup it is min(rate, (1 + k) / (10 + k)): a plain
+    EMA of a short run keeps rate**steps of the initial weights, whose zero output layer shrinks every prediction."""
+    return min(rate, (1 + step) / (10 + step)) if warmup else rate
 
 
 @torch.no_grad()
@@ -46,15 +55,18 @@ def _batch(step: int, seed: int, n: int, batch_size: int) -> tuple[torch.Generat
     return gen, torch.randint(0, n, (batch_size,), generator=gen)
 
 
-def _loss(kind: str, model: nn.Module, diffusion: GaussianDiffusion, x0: torch.Tensor, y: torch.Tensor,
-          gen: torch.Generator, class_cond: bool, rescale_vb: bool) -> torch.Tensor:
+def _loss(kind: str, model: nn.Module, diffusion: GaussianDiffusion | None, x0: torch.Tensor, y: torch.Tensor,
+          gen: torch.Generator, class_cond: bool, cfg: Mapping[str, Any]) -> torch.Tensor:
+    if kind == "features":
+        sigma = torch.rand(x0.shape[0], 1, 1, 1, generator=gen) * cfg["augment_noise"]
+        return F.cross_entropy(model(x0 + sigma * torch.randn(x0.shape, generator=gen)), y)
     t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     if kind == "classifier":
         x_t = diffusion.q_sample(x0, t, noise)
         return F.cross_entropy(model(x_t, diffusion.model_timesteps(t)), y)
     kwargs = {"y": y} if class_cond else {}
-    return diffusion.training_losses(model, x0, t, kwargs, noise=noise, rescale_vb=rescale_vb)["loss"].mean()
+    return diffusion.training_losses(model, x0, t, kwargs, noise=noise, rescale_vb=cfg["rescale_vb"])["loss"].mean()
 
 
 def train(cfg: Mapping[str, Any]) -> Path:
@@ -64,10 +76,10 @@ def train(cfg: Mapping[str, Any]) -> Path:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     out_dir = Path(cfg["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path, export_path = out_dir / "state.pt", out_dir / "ema.pt"
+    state_path, export_path = out_dir / "state.pt", Path(cfg["export"])
     digest = config_hash(cfg)
     torch.manual_seed(cfg["seed"])
-    model = build_network(cfg["network"])
+    model = DigitsFeatureNet(**cfg["network"]) if kind == "features" else build_network(cfg["network"])
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     start = 0
@@ -80,18 +92,18 @@ def train(cfg: Mapping[str, Any]) -> Path:
         opt.load_state_dict(state["opt"])
         start = state["step"]
         log.info("resuming %s at step %d", out_dir, start)
-    diffusion = create_diffusion(**cfg["diffusion"])
+    diffusion = create_diffusion(**cfg["diffusion"]) if "diffusion" in cfg else None
     images, labels = load_digits_rgb(cfg["data_seed"])
-    class_cond = cfg["network"].get("num_classes") is not None
+    class_cond = kind == "diffusion" and cfg["network"].get("num_classes") is not None
     model.train()
     began, losses = time.time(), []
     for step in range(start, cfg["steps"]):
         gen, idx = _batch(step, cfg["seed"], len(images), cfg["batch_size"])
-        loss = _loss(kind, model, diffusion, images[idx], labels[idx], gen, class_cond, cfg["rescale_vb"])
+        loss = _loss(kind, model, diffusion, images[idx], labels[idx], gen, class_cond, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        update_ema(ema, model, cfg["ema_rate"])
+        update_ema(ema, model, ema_decay(cfg["ema_rate"], step, cfg["ema_warmup"]))
         losses.append(loss.item())
         done = step + 1
         if done % cfg["log_every"] == 0:
@@ -102,6 +114,10 @@ def train(cfg: Mapping[str, Any]) -> Path:
             state = {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": done,
                      "config_hash": digest}
             atomic_write(state_path, lambda fh, state=state: torch.save(state, fh))
-    atomic_write(export_path, lambda fh: torch.save(ema.state_dict(), fh))
-    (out_dir / "train_config.json").write_text(json.dumps({**cfg, "config_hash": digest}, indent=2, default=str))
+    exported = feature_net_file(cfg["network"], ema.state_dict()) if kind == "features" else ema.state_dict()
+    export_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(export_path, lambda fh: torch.save(exported, fh))
+    record = {**cfg, "config_hash": digest, "wall_s_this_run": round(time.time() - began, 1),
+              "torch": torch.__version__}
+    (out_dir / "train_config.json").write_text(json.dumps(record, indent=2, default=str))
     return export_path

@@ -1,0 +1,57 @@
+"""The offline demo: its model configs match how the committed weights were trained, and a reduced demo runs end to
+end (sample every row, evaluate in the digits feature space, write the table and the grids)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from reproduce.driver import Launch, reproduce
+from reproduce.grids import write_grid
+from reproduce.report import write_report
+from reproduce.tables import load_table
+from sampling.config import CONFIG_DIR
+from training.data import export_reference_batch
+from training.loop import config_hash
+
+REPO = CONFIG_DIR.parent
+
+
+@pytest.mark.parametrize("name", ["demo32_cond", "demo32_uncond", "demo32_classifier"])
+def test_model_config_is_the_training_config_and_the_record_matches(name):
+    model = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
+    train = yaml.safe_load((CONFIG_DIR / "train" / f"{name}.yaml").read_text())
+    if "defaults" in train:  # demo32_uncond = demo32_cond + its own keys
+        base = yaml.safe_load((CONFIG_DIR / "train" / "demo32_cond.yaml").read_text())
+        train = {**base, **{k: v for k, v in train.items() if k not in ("defaults", "network")},
+                 "network": {**base["network"], **train["network"]}}
+    assert model["network"] == train["network"]
+    assert model.get("diffusion", train["diffusion"]) == train["diffusion"]
+    assert REPO / train["export"] == REPO / "data" / "demo" / f"{name}.pt"
+    record = json.loads((REPO / train["out_dir"] / "train_config.json").read_text())
+    assert record["config_hash"] == config_hash(train), "the committed weights were trained with another config"
+    weights = torch.load(REPO / train["export"], map_location="cpu", weights_only=True)
+    assert sum(v.numel() for v in weights.values()) * 4 < 20e6
+
+
+def test_reduced_demo_end_to_end(tmp_path):
+    export_reference_batch(tmp_path / "digits32_ref.npz")
+    table = load_table("demo")
+    # micro_batch 4: the network always runs whole micro-batches, so 8 samples must not cost the demo's 32
+    table = dataclasses.replace(table, overrides=(*table.overrides, f"paths.ref_batches={tmp_path}", "micro_batch=4",
+                                                  "batch_size=4"))
+    samples = reproduce(table, tmp_path / "runs", num_samples=8, launch=Launch())
+    assert list(samples) == [row.name for row in table.rows]
+    md, _ = write_report(table, tmp_path / "runs", tmp_path / "demo" / "table", "test")
+    text = md.read_text()
+    assert text.count("| 8 | ddim25 |") == len(table.rows) and "digits classifier" in text
+    grid = write_grid(samples["demo_uncond_pag"], tmp_path / "demo" / "grid.png", count=8)
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with np.load(samples["demo_uncond"]) as plain, np.load(samples["demo_uncond_pag"]) as guided:
+        assert np.array_equal(plain["arr_1"], guided["arr_1"])  # same seeds, same labels in every row
+        assert not np.array_equal(plain["arr_0"], guided["arr_0"])
