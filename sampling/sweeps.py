@@ -56,7 +56,8 @@ SWEEPS = {
 }
 
 
-def _value(value: object) -> str:
+def sweep_value(value: object) -> str:
+    """One swept value in Hydra's override grammar (lists as [a,b])."""
     if isinstance(value, list):
         return "[" + ",".join(map(str, value)) + "]"
     return str(value)
@@ -67,7 +68,7 @@ def arguments(name: str) -> list[str]:
     if name not in SWEEPS:
         raise KeyError(f"unknown sweep {name!r}; choose one of {', '.join(SWEEPS)}")
     sweep = SWEEPS[name]
-    return [f"+exp={sweep.exp}", f"{sweep.key}={','.join(_value(v) for v in sweep.values)}"]
+    return [f"+exp={sweep.exp}", f"{sweep.key}={','.join(sweep_value(v) for v in sweep.values)}"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,8 @@ def _config(name: str) -> dict:
 
 
 def test_one_config_per_official_checkpoint():
-    assert {path.stem for path in CONFIG_DIR.glob("*.yaml")} == set(REGISTRY) == manifest_names()
+    official = {path.stem for path in CONFIG_DIR.glob("*.yaml") if not path.stem.startswith("demo32_")}
+    assert official == set(REGISTRY) == manifest_names()  # demo32_*: the demo's own models (tests/test_demo.py)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,0 +1,139 @@
+"""Sample and evaluate every row of a table, skipping what is already done, so a rerun resumes where it stopped.
+
+Sampling resumes through the sampler's own shards and manifest; a row whose merged file exists is not sampled
+again. A row's evaluation (`metrics.json` in its run directory) is redone only when the merged file is newer than it
+or holds another sample count. Rows run one after another; each row's sampler uses every rank of the launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evaluations.evaluator import evaluate, write_json
+from evaluations.inception import FeatureBackend, load_backend
+from sampling.config import compose_config
+from sampling.errors import SamplingError
+from sampling.manifest import merged_file, read_manifest
+from sampling.runner import run
+
+from .tables import Row, Table, run_dir
+
+LOG = logging.getLogger("reproduce")
+SAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sample.py"
+METRICS = "metrics.json"
+LAUNCHERS = ("local", "mpiexec", "torchrun")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How each row's sampler is started: in this process (`local`), or `ngpu` ranks under mpiexec / torchrun."""
+
+    launcher: str = "local"
+    ngpu: int = 1
+
+    def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {LAUNCHERS}, got {self.launcher!r}")
+        if self.ngpu < 1:
+            raise ValueError(f"ngpu must be >= 1, got {self.ngpu}")
+
+    def command(self, overrides: list[str]) -> list[str]:
+        if self.launcher == "mpiexec":
+            return ["mpiexec", "-n", str(self.ngpu), sys.executable, str(SAMPLE_SCRIPT), *overrides]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.ngpu}",
+                str(SAMPLE_SCRIPT), *overrides]
+
+
+def row_overrides(table: Table, row: Row, out_root: Path, num_samples: int | None) -> list[str]:
+    """The sampler's Hydra overrides for one row; `num_samples` (if given) replaces the exp's count."""
+    # quoted: sweep rows' directory names hold '=' (e.g. scale=2), which Hydra's override grammar reads as syntax
+    overrides = [f"+exp={row.exp}", *table.overrides, *row.overrides, f"out_dir='{run_dir(out_root, table, row)}'"]
+    return overrides + ([f"num_samples={num_samples}"] if num_samples is not None else [])
+
+
+def sample_row(conf: dict[str, Any], overrides: list[str], launch: Launch) -> Path:
+    """The row's merged sample file: found, resumed or computed."""
+    out_dir = Path(conf["out_dir"])
+    done = merged_file(read_manifest(out_dir) if out_dir.is_dir() else None, out_dir, conf["num_samples"])
+    if done is not None:
+        LOG.info("%s: already sampled (%s)", out_dir, done.name)
+        return done
+    if launch.launcher == "local":
+        return run(conf)
+    subprocess.run(launch.command(overrides), check=True)
+    done = merged_file(read_manifest(out_dir), out_dir, conf["num_samples"])
+    if done is None:
+        raise SamplingError(f"{out_dir}: the sampler exited without a merged file of {conf['num_samples']} samples")
+    return done
+
+
+def reference_path(conf: dict[str, Any]) -> Path:
+    """The row's reference batch, <paths.ref_batches>/<reference_batch>, with an error that says how to get it."""
+    name = conf.get("reference_batch")
+    if not name:
+        raise SamplingError(f"exp {conf['exp_name']!r} names no reference_batch; set reference_batch=FILE")
+    path = Path(conf["paths"]["ref_batches"]) / name
+    if not path.is_file():
+        raise SamplingError(f"reference batch {path} not found: `make refs` downloads ADM's reference batches "
+                            "(or set paths.ref_batches=DIR)")
+    return path
+
+
+def current_metrics(metrics_path: Path, sample_path: Path, num_samples: int) -> dict | None:
+    """The stored evaluation of this exact merged file, or None when it must be (re)computed."""
+    if not metrics_path.is_file() or metrics_path.stat().st_mtime < sample_path.stat().st_mtime:
+        return None
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except ValueError:
+        return None
+    if metrics.get("sample") != str(sample_path) or metrics.get("num_samples") != num_samples:
+        return None
+    return metrics
+
+
+def evaluate_row(conf: dict[str, Any], sample_path: Path, backend: Callable[[], FeatureBackend]) -> dict:
+    """The row's metrics, computed once per merged file and stored beside it."""
+    metrics_path = Path(conf["out_dir"]) / METRICS
+    metrics = current_metrics(metrics_path, sample_path, conf["num_samples"])
+    if metrics is not None:
+        LOG.info("%s: already evaluated", conf["out_dir"])
+        return metrics
+    metrics = evaluate(reference_path(conf), sample_path, backend())
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+class LazyBackend:
+    """The evaluator's feature network, loaded on first use (a table whose rows are all evaluated needs none)."""
+
+    def __init__(self, kind: str, device: str | None = None):
+        self.kind, self.device, self._backend = kind, device, None
+
+    def __call__(self) -> FeatureBackend:
+        if self._backend is None:
+            self._backend = load_backend(self.kind, device=self.device)
+        return self._backend
+
+
+def reproduce(table: Table, out_root: Path, num_samples: int | None = None, launch: Launch = Launch(),
+              evaluate_rows: bool = True, backend: str | None = None) -> dict[str, Path]:
+    """Sample (and evaluate) every row of `table`; returns each row's merged sample file by row name."""
+    evaluator = LazyBackend(backend or table.backend)
+    samples = {}
+    for index, row in enumerate(table.rows, 1):
+        overrides = row_overrides(table, row, out_root, num_samples)
+        conf = compose_config(overrides)
+        LOG.info("[%d/%d] %s: %s", index, len(table.rows), row.name, " ".join(overrides))
+        sample_path = sample_row(conf, overrides, launch)
+        if evaluate_rows:
+            evaluate_row(conf, sample_path, evaluator)
+        samples[row.name] = sample_path
+    return samples

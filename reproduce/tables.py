@@ -1,0 +1,110 @@
+"""Result tables: the runs that make up each table the Makefile reproduces.
+
+A table is a list of rows; a row is one sampler run (an exp and its overrides) evaluated against its reference batch.
+Fixed tables are `configs/tables/NAME.yaml`; every ablation sweep of `sampling.sweeps` is also a table, named
+`ablation_<sweep>`, with one row per swept value.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sampling.config import CONFIG_DIR
+from sampling.sweeps import SWEEPS, TABLE10_LAYERS, sweep_value
+
+TABLE_DIR = CONFIG_DIR / "tables"
+REPO = CONFIG_DIR.parent
+SWEEP_PREFIX = "ablation_"
+_SHORT_LAYER = {path: short for short, path in TABLE10_LAYERS.items()}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # run directory name and table key
+    exp: str  # configs/exp/<exp>.yaml
+    overrides: tuple[str, ...] = ()  # Hydra overrides on top of the exp
+    label: str = ""  # what the table prints in its first column
+    value: object = None  # ablation sweeps: the swept value (a figure's x)
+
+    def command(self, table_overrides: tuple[str, ...] = ()) -> str:
+        """The command that samples this row on its own."""
+        arguments = [f"+exp={self.exp}", *table_overrides, *self.overrides]
+        return " ".join(["python scripts/sample.py", *(shlex.quote(a) for a in arguments)])
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    source: str  # the paper table (or other origin) the rows come from
+    backend: str  # evaluator feature backend: torch / tf (Inception) or digits (the demo's)
+    rows: tuple[Row, ...]
+    overrides: tuple[str, ...] = ()  # applied to every row, before the row's own
+    sweep_key: str | None = None  # ablations: the swept config key (the x axis of their plots)
+    report: str = ""  # where the table goes, without suffix (default results/<name>)
+    grid_samples: int = 0  # also write a grid PNG of each row's first N samples beside the report
+
+    @property
+    def report_stem(self) -> Path:
+        return REPO / (self.report or f"results/{self.name}")
+
+
+def table_names() -> list[str]:
+    """Every table name `scripts/reproduce.py` accepts."""
+    fixed = sorted(path.stem for path in TABLE_DIR.glob("*.yaml"))
+    return fixed + [SWEEP_PREFIX + name for name in SWEEPS]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_")
+
+
+def _sweep_label(value: object) -> str:
+    if isinstance(value, list):
+        return "+".join(_SHORT_LAYER.get(layer, layer) for layer in value)
+    return str(value)
+
+
+def sweep_table(sweep_name: str) -> Table:
+    sweep = SWEEPS[sweep_name]
+    short_key = sweep.key.split(".")[-1].split("/")[-1]
+    rows = tuple(
+        Row(name=_slug(f"{short_key}={_sweep_label(value)}"), exp=sweep.exp,
+            overrides=(f"{sweep.key}={sweep_value(value)}",), label=f"{short_key} = {_sweep_label(value)}",
+            value=value)
+        for value in sweep.values
+    )
+    return Table(name=SWEEP_PREFIX + sweep_name, title=sweep.source, source=sweep.source, backend="torch", rows=rows,
+                 sweep_key=sweep.key)
+
+
+def load_table(name: str) -> Table:
+    """The table `name`, with an error listing the valid names."""
+    if name.startswith(SWEEP_PREFIX) and name[len(SWEEP_PREFIX):] in SWEEPS:
+        return sweep_table(name[len(SWEEP_PREFIX):])
+    path = TABLE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"unknown table {name!r}; choose one of: {', '.join(table_names())}")
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    rows = []
+    for entry in data["rows"]:
+        entry = {"exp": entry} if isinstance(entry, str) else entry
+        overrides = tuple(entry.get("overrides", ()))
+        rows.append(Row(name=entry.get("name", entry["exp"]), exp=entry["exp"], overrides=overrides,
+                        label=entry.get("label", entry.get("name", entry["exp"]))))
+    names = [row.name for row in rows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: row names repeat ({names}); give repeated exps a `name`")
+    return Table(name=name, title=data["title"], source=data["source"], backend=data["backend"], rows=tuple(rows),
+                 overrides=tuple(data.get("overrides", ())), report=data.get("report", ""),
+                 grid_samples=int(data.get("grid_samples", 0)))
+
+
+def run_dir(out_root: Path, table: Table, row: Row) -> Path:
+    """Where a row's sampler run lives: <out_root>/<table>/<row>."""
+    return Path(out_root) / table.name / row.name

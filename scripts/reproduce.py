@@ -1,0 +1,61 @@
+"""Reproduce a results table: sample every row, evaluate it, write results/<table>.md and .csv (and grids).
+
+    python scripts/reproduce.py table1                      # PAG Table 1 (make reproduce-table1)
+    python scripts/plan.py table1                           # what it will cost (make reproduce-table1 PLAN=1)
+    python scripts/reproduce.py demo                        # the offline demo (make demo)
+    python scripts/reproduce.py table1 --launcher mpiexec --ngpu 8 --num-samples 5000
+
+Tables: configs/tables/*.yaml and ablation_<sweep> (python -m sampling.sweeps --list). Rerunning resumes: rows
+already sampled or evaluated are skipped (reproduce/driver.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
+from reproduce.driver import LAUNCHERS, Launch, reproduce  # noqa: E402
+from reproduce.grids import write_grid  # noqa: E402
+from reproduce.report import write_report  # noqa: E402
+from reproduce.tables import load_table, table_names  # noqa: E402
+from sampling.errors import SamplingError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python scripts/reproduce.py", description=__doc__.splitlines()[0])
+    parser.add_argument("table", choices=table_names(), metavar="TABLE", help=f"one of: {', '.join(table_names())}")
+    parser.add_argument("--num-samples", type=int, help="samples per row (default: each exp's, e.g. 50000)")
+    parser.add_argument("--out-root", type=Path, default=Path("results/runs"), help="run directories: ROOT/TABLE/ROW")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local", help="how each row's sampler starts")
+    parser.add_argument("--ngpu", type=int, default=1, help="ranks per row under mpiexec/torchrun")
+    parser.add_argument("--backend", help="evaluator backend instead of the table's (torch, tf, digits)")
+    parser.add_argument("--report", type=Path, help="write REPORT.md/.csv instead of the table's default")
+    parser.add_argument("--no-eval", action="store_true", help="sample only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    table = load_table(args.table)
+    command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    try:
+        samples = reproduce(table, args.out_root, args.num_samples, Launch(args.launcher, args.ngpu),
+                         evaluate_rows=not args.no_eval, backend=args.backend)
+    except (SamplingError, CheckpointError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    stem = args.report or table.report_stem
+    md_path, csv_path = write_report(table, args.out_root, stem, command)
+    if table.grid_samples:
+        for row in table.rows:
+            write_grid(samples[row.name], stem.parent / f"grid_{row.name}.png", table.grid_samples)
+    print(md_path.read_text())
+    print(f"wrote {md_path} and {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The reproduction chain (reproduce/, scripts/reproduce.py): tables, resumable sample -> evaluate -> table, reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from reproduce.driver import Launch, reproduce
+from reproduce.paper import METRICS, paper_numbers
+from reproduce.report import collect, csv_text, markdown, write_report
+from reproduce.tables import Row, load_table, run_dir, table_names
+from sampling.config import compose_config, experiments
+from sampling.runner import validate
+from sampling.sweeps import SWEEPS
+from training.data import export_reference_batch
+
+FEATURES = Path(__file__).resolve().parents[1] / "data" / "demo" / "digits_features.pt"
+
+
+def test_every_table_composes_and_validates():
+    for name in table_names():
+        table = load_table(name)
+        for row in table.rows:
+            assert row.exp in experiments()
+            validate(compose_config([f"+exp={row.exp}", *table.overrides, *row.overrides]))
+
+
+def test_sweep_tables_have_one_row_per_value_and_paper_tables_their_rows():
+    for name, sweep in SWEEPS.items():
+        assert len(load_table(f"ablation_{name}").rows) == len(sweep.values)
+    assert [row.exp for row in load_table("table1").rows] == [
+        "adm256_uncond_baseline", "adm256_uncond_sag08", "adm256_uncond_pag",
+        "adm256_cond_baseline", "adm256_cond_sag02", "adm256_cond_pag"]
+    with pytest.raises(KeyError, match="table1"):
+        load_table("tabel1")
+
+
+def test_paper_numbers_name_existing_rows():
+    for table, rows in paper_numbers().items():
+        names = {row.name for row in load_table(table).rows}
+        assert set(rows) <= names, f"{table}: {set(rows) - names}"
+        for entry in rows.values():
+            assert set(entry.get("metrics") or {}) <= set(METRICS) and entry["source"]
+
+
+def test_report_lists_rows_not_run_yet(tmp_path):
+    table = load_table("table1")
+    results = collect(table, tmp_path)
+    text = markdown(table, results, tmp_path, "make reproduce-table1")
+    assert text.count("not sampled") == 6
+    assert "— (paper 16.23)" in text  # the paper's number is shown even before our run exists
+    assert "python scripts/sample.py +exp=adm256_cond_pag" in text
+    assert csv_text(table, results).count("not sampled") == 6
+
+
+@pytest.fixture
+def smoke_table(tmp_path):
+    """The smoke table with its reference batch built in tmp_path."""
+    if not FEATURES.is_file():
+        pytest.skip("the demo feature network is not trained (make train-demo)")
+    export_reference_batch(tmp_path / "digits32_ref.npz")
+    table = load_table("smoke")
+    return dataclasses.replace(table, overrides=(*table.overrides, f"paths.ref_batches={tmp_path}"))
+
+
+def test_smoke_chain_samples_evaluates_tabulates_and_resumes(smoke_table, tmp_path):
+    out_root = tmp_path / "runs"
+    samples = reproduce(smoke_table, out_root, num_samples=8, launch=Launch())
+    assert sorted(samples) == ["smoke_none", "smoke_pag"]
+    metrics = {row.name: json.loads((run_dir(out_root, smoke_table, row) / "metrics.json").read_text())
+               for row in smoke_table.rows}
+    assert all(m["backend"] == "digits" and m["num_samples"] == 8 for m in metrics.values())
+    assert metrics["smoke_none"]["fid"] != metrics["smoke_pag"]["fid"]  # PAG changed the samples
+    md, csv = write_report(smoke_table, out_root, tmp_path / "report" / "smoke", "test")
+    text = md.read_text()
+    assert f"{metrics['smoke_pag']['fid']:.2f}" in text and "not Inception" in text
+    assert csv.read_text().count("done") == 2
+
+    stamps = {p: p.stat().st_mtime_ns for p in out_root.rglob("*") if p.is_file()}
+    reproduce(smoke_table, out_root, num_samples=8, launch=Launch())  # everything is done: nothing is rewritten
+    assert stamps == {p: p.stat().st_mtime_ns for p in out_root.rglob("*") if p.is_file()}
+
+
+def test_sweep_table_gets_its_figure(smoke_table, tmp_path):
+    rows = tuple(Row(name=f"scale={s}", exp="smoke", overrides=(f"guidance.scale={s}",), label=f"s = {s}", value=s)
+                 for s in (0, 3))
+    sweep = dataclasses.replace(smoke_table, rows=rows, sweep_key="guidance.scale")
+    reproduce(sweep, tmp_path / "runs", num_samples=4, launch=Launch())
+    write_report(sweep, tmp_path / "runs", tmp_path / "sweep", "test")
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_launch_commands():
+    command = Launch("mpiexec", 8).command(["+exp=smoke"])
+    assert command[:3] == ["mpiexec", "-n", "8"] and command[-1] == "+exp=smoke"
+    assert "--nproc_per_node=4" in Launch("torchrun", 4).command([])
+    with pytest.raises(ValueError, match="launcher"):
+        Launch("srun", 2)
