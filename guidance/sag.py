@@ -123,7 +123,8 @@ class SAG(Guider):
                  + extract(self.diffusion.sqrt_one_minus_alphas_cumprod, index, x.shape) * eps)
         if self.record is not None:
             self.record.update(sag_attn_colsum=colsum, sag_attn_mask_lowres=low[:, 0].to(torch.uint8),
-                               sag_mask=mask[:, 0].to(torch.uint8), sag_blurred_x0=blurred, x_bar=x_bar)
+                               sag_mask=mask[:, 0].to(torch.uint8), sag_blurred_x0=blurred,
+                               sag_degraded_x0=degraded, x_bar=x_bar)
         return x_bar
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
