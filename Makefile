@@ -6,24 +6,35 @@ TORCH_PIN := torch==2.13.0
 GOLDEN ?= ../shared/golden
 CKPT_DIR ?= models
 REF_DIR ?= ref_batches
-# Sampling: LAUNCH="mpiexec -n 8 .venv/bin/python" or LAUNCH=".venv/bin/python -m torch.distributed.run --nproc_per_node 8"
+# Sampling one exp: LAUNCH="mpiexec -n 8 .venv/bin/python" or ".venv/bin/python -m torch.distributed.run --nproc_per_node 8"
 LAUNCH ?= $(PY)
 ARGS ?=
-TABLE1 := adm256_uncond_baseline adm256_uncond_sag08 adm256_uncond_pag adm256_cond_baseline adm256_cond_sag02 \
-	adm256_cond_pag
-SAG_ROWS := adm256_uncond_sag05 lsun_cat_baseline lsun_cat_sag lsun_horse_baseline lsun_horse_sag \
-	adm128_cond_baseline adm128_cond_cg adm128_cond_sag adm128_cond_sag_cg iddpm64_uncond_baseline iddpm64_uncond_sag
+# Reproduction targets (scripts/reproduce.py): each row's sampler runs on NGPU ranks started by LAUNCHER
+# (local = one process); NUM_SAMPLES replaces the exps' counts; run directories go to OUT/TABLE/ROW; PLAN=1 prints
+# the cost plan and stops; TABLE=smoke (any configs/tables name) runs that table instead, e.g. the CPU chain check.
+NGPU ?= 1
+LAUNCHER ?= $(if $(filter 1,$(NGPU)),local,mpiexec)
+NUM_SAMPLES ?=
+OUT ?= results/runs
+PLAN ?=
+REPRODUCE = $(if $(PLAN),$(PY) scripts/plan.py $(1) $(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)),\
+	$(PY) scripts/reproduce.py $(1) --launcher $(LAUNCHER) --ngpu $(NGPU) --out-root $(OUT) \
+	$(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(ARGS))
+DEMO_REF := data/demo/digits32_ref.npz
 
-.PHONY: help test lint golden demo train-demo checkpoints refs sample sample-table1 sample-sag clean-venv
+.PHONY: help install test lint golden demo train-demo checkpoints refs sample reproduce-table1 reproduce-sag \
+	ablation-scale ablation-perturbation ablation-layers ablation-sag-threshold ablation-sag-layer figures bench clean-venv
 
 help:  ## this list
-	@grep -E '^[a-z0-9%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+	@grep -E '^[a-z0-9%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e ".[test,demo,eval]"
 	touch $@
+
+install: $(VENV)/.installed  ## create .venv with the CPU torch and this project (GPU machines: see README)
 
 test: $(VENV)/.installed  ## ruff + the pytest suite (CPU)
 	$(PY) -m ruff check .
@@ -41,29 +52,61 @@ checkpoints: $(VENV)/.installed  ## download every official checkpoint into CKPT
 refs: $(VENV)/.installed  ## download ADM's reference batches into REF_DIR (several GB, resumable, sha256-checked)
 	$(PY) -m evaluations.refs download all --dir $(REF_DIR)
 
-train-demo: $(VENV)/.installed  ## train the demo models on the bundled digits (CPU, about an hour each)
+train-demo: $(VENV)/.installed  ## retrain the committed demo models on the bundled digits (CPU, < 1 h each)
 	$(PY) scripts/train.py --config-name demo32_cond
 	$(PY) scripts/train.py --config-name demo32_uncond
 	$(PY) scripts/train.py --config-name demo32_classifier
+	$(PY) scripts/train.py --config-name demo32_features
 
 sample: $(VENV)/.installed  ## make sample EXP=adm256_uncond_pag [LAUNCH="mpiexec -n 8 .venv/bin/python"] [ARGS=...]
 	@test -n "$(EXP)" || { echo "usage: make sample EXP=NAME [LAUNCH='mpiexec -n 8 python'] [ARGS='key=value ...']"; exit 2; }
 	$(LAUNCH) scripts/sample.py +exp=$(EXP) $(ARGS)
 
-sample-table1: $(VENV)/.installed  ## sample every row of PAG Table 1
-	set -e; for exp in $(TABLE1); do $(LAUNCH) scripts/sample.py +exp=$$exp $(ARGS); done
+reproduce-table1: $(VENV)/.installed  ## PAG Table 1: sample, evaluate, results/table1.md [NGPU= LAUNCHER= NUM_SAMPLES= OUT= PLAN=1 TABLE=]
+	$(call REPRODUCE,$(or $(TABLE),table1))
 
-sample-sag: $(VENV)/.installed  ## sample the SAG paper's rows
-	set -e; for exp in $(SAG_ROWS); do $(LAUNCH) scripts/sample.py +exp=$$exp $(ARGS); done
+reproduce-sag: $(VENV)/.installed  ## the SAG paper's ADM/IDDPM rows -> results/sag.md (same variables)
+	$(call REPRODUCE,sag)
 
-# Not .PHONY: make skips pattern rules for phony targets. `python -m sampling.sweeps --list` names the sweeps.
-ablation-%: $(VENV)/.installed  ## ablation-pag_scale|pag_perturbation|pag_layers|sag_threshold|sag_layer|sag_baseline
-	$(LAUNCH) scripts/sample.py -m $(shell $(PY) -m sampling.sweeps $*) $(ARGS)
+ablation-scale: $(VENV)/.installed  ## PAG Fig. 12: guidance scale sweep -> results/ablation_pag_scale.{md,png}
+	$(call REPRODUCE,ablation_pag_scale)
 
-demo: $(VENV)/.installed  ## the offline demo (not built yet)
-	@echo "make demo: the offline demo (bundled small models, baseline/SAG/PAG, metrics, grids) is not built yet;"
-	@echo "see issue 'Offline demo'. Until then: 'make golden', or '$(PY) scripts/sample.py +exp=smoke'."
-	@exit 2
+ablation-perturbation: $(VENV)/.installed  ## PAG Table 9: attention perturbations -> results/ablation_pag_perturbation.md
+	$(call REPRODUCE,ablation_pag_perturbation)
+
+ablation-layers: $(VENV)/.installed  ## PAG Table 10: 63 layer combinations -> results/ablation_pag_layers.{md,png}
+	$(call REPRODUCE,ablation_pag_layers)
+
+ablation-sag-threshold: $(VENV)/.installed  ## SAG supplement Table 3: masking threshold psi
+	$(call REPRODUCE,ablation_sag_threshold)
+
+ablation-sag-layer: $(VENV)/.installed  ## SAG supplement Table 4: the attention map's layer
+	$(call REPRODUCE,ablation_sag_layer)
+
+$(DEMO_REF): | $(VENV)/.installed
+	$(PY) -m training.data export $@
+
+demo: $(VENV)/.installed $(DEMO_REF)  ## offline demo: bundled models, none/SAG/PAG/CG rows -> results/demo/ (~5 min CPU)
+	$(PY) scripts/reproduce.py demo --out-root $(OUT) $(ARGS)
+
+FIGURES = $(PY) scripts/visualize.py
+FIG_ARGS ?= --name demo
+
+figures: $(VENV)/.installed  ## demo figures: grid, scale sweeps, PAG trajectory, attention, SAG mask -> results/figures/demo/
+	$(FIGURES) grid --exp demo_uncond --exp demo_uncond_sag --exp demo_uncond_pag --exp demo_uncond_cg \
+		--exp demo_uncond_pag_cg --exp demo_cond --samples 0-15 --stem grid_rows $(FIG_ARGS)
+	$(FIGURES) scale-sweep +exp=demo_uncond_pag --scales 0,1,2,4,8 --samples 0-7 $(FIG_ARGS)
+	$(FIGURES) scale-sweep +exp=demo_uncond_sag --scales 0,0.5,1,2 --samples 0-7 $(FIG_ARGS)
+	$(FIGURES) trajectory +exp=demo_uncond_pag $(FIG_ARGS)
+	$(FIGURES) attention +exp=demo_uncond_pag $(FIG_ARGS)
+	$(FIGURES) sag-mask +exp=demo_uncond_sag $(FIG_ARGS)
+
+bench: $(VENV)/.installed  ## CPU benchmarks, quick mode (ratios measured in one run; RESULT lines last)
+	OMP_NUM_THREADS=1 $(PY) bench/flops.py --quick
+	OMP_NUM_THREADS=1 $(PY) bench/bench_pag_step.py --quick
+	OMP_NUM_THREADS=1 $(PY) bench/bench_attention.py --quick
+	OMP_NUM_THREADS=1 $(PY) bench/bench_sampler_rss.py --quick
+	OMP_NUM_THREADS=1 $(PY) bench/bench_precision_recall.py --quick
 
 clean-venv:  ## remove .venv
 	rm -rf $(VENV)
