@@ -18,11 +18,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from guidance.attention import attention_layers, layer_table  # noqa: E402
-from guidance.blur import gaussian_blur  # noqa: E402
-from guidance.flops import classifier_gradient, count_flops  # noqa: E402
+from guidance.flops import classifier_gradient, count_flops, guided_step_flops, step_inputs  # noqa: E402
 from guidance.pag import PAG  # noqa: E402
-from guidance.sag import sag_column_sums  # noqa: E402
-from guided_diffusion.checkpoints import REGISTRY, build_model, checkpoint_info  # noqa: E402
+from guidance.sag import SAG  # noqa: E402
+from guided_diffusion.checkpoints import (  # noqa: E402
+    REGISTRY,
+    build_model,
+    checkpoint_info,
+    diffusion_spec,
+    network_spec,
+)
 from guided_diffusion.diffusion import create_diffusion  # noqa: E402
 
 # PAG Table 1 layers for the 256px layout; for other layouts the deepest encoder block, the middle block and the
@@ -38,23 +43,19 @@ def pag_layers(model: torch.nn.Module) -> list[str]:
 
 
 def step_flops(name: str) -> dict[str, float]:
+    """FLOPs of a guided step over one unguided pass (PAG, SAG, CG with the README-paired classifier), and GFLOP."""
     model = build_model(name, device="meta")
-    info = checkpoint_info(name)
-    size = model.image_size
-    x = torch.randn(1, 3, size, size, device="meta")
-    t = torch.tensor([500], device="meta")
-    kwargs = {"y": torch.tensor([1], device="meta")} if model.num_classes else {}
+    x, t, kwargs = step_inputs(network_spec(name))
     base = count_flops(lambda: model(x, t, **kwargs))
-    diffusion = create_diffusion(steps=info.flags["diffusion_steps"], timestep_respacing="250")
+    diffusion = create_diffusion(**diffusion_spec(name), timestep_respacing="250")
     pag = PAG(model, diffusion, pag_layers(model), 1.0)
-    result = {"pag": count_flops(lambda: pag(x, t, **kwargs)) / base}
     sag_layer = [row for row in layer_table(model) if row.name.startswith("output_blocks")][2]
-    qkv = torch.randn(1, 3 * sag_layer.channels, sag_layer.resolution**2, device="meta")
-    map_flops = count_flops(lambda: sag_column_sums(qkv, model.num_heads))
-    blur_flops = count_flops(lambda: gaussian_blur(x, 31, 9.0))
-    result["sag"] = (2 * base + map_flops + blur_flops) / base
-    if info.classifier:
-        classifier = build_model(info.classifier, device="meta")
+    sag = SAG(model, diffusion, sag_layer.name, 1.0)
+    result = {"pag": sum(guided_step_flops(pag, x, t, kwargs)) / base,
+              "sag": sum(guided_step_flops(sag, x, t, kwargs)) / base}
+    classifier_name = checkpoint_info(name).classifier
+    if classifier_name:
+        classifier = build_model(classifier_name, device="meta")
         result["cg"] = (base + count_flops(lambda: classifier_gradient(classifier, x, t))) / base
     result["gflop"] = base / 1e9
     return result

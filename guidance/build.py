@@ -1,4 +1,5 @@
-"""Guiders and perturbations from config mappings (configs/guidance/*.yaml): the only config-aware code here."""
+"""Guiders and perturbations from config mappings (configs/guidance/*.yaml), and the short descriptions of those
+configs that tables, plans and figures print: the only config-aware code here."""
 
 from __future__ import annotations
 
@@ -80,3 +81,27 @@ def set_generators(guider: nn.Module, generators: list[torch.Generator]) -> None
     perturbation = getattr(guider, "perturbation", None)
     if hasattr(perturbation, "generator"):
         perturbation.generator = generators
+
+
+def short_layer(name: str) -> str:
+    """PAG's short layer names: input_blocks.14.1 -> i14, middle_block.1 -> m1, output_blocks.2.1 -> o2."""
+    block, _, rest = name.partition(".")
+    return f"{block[0]}{rest.split('.')[0]}"
+
+
+def describe_guidance(conf: Mapping[str, Any]) -> str:
+    """A composed config's guidance in a few words (method, scale, layers, perturbation, classifier)."""
+    guidance, classifier = conf["guidance"], conf["classifier"]
+    name = guidance.get("name", "none")
+    parts = []
+    if name == "pag":
+        layers = "+".join(map(short_layer, guidance["layers"]))
+        perturbation = (guidance.get("perturbation") or {}).get("name", "identity")
+        fork = "" if guidance.get("fork", True) else ", no fork"
+        parts.append(f"PAG s={guidance['scale']:g} {layers} ({perturbation}{fork})")
+    elif name == "sag":
+        layer, threshold = short_layer(guidance["layer"]), guidance.get("threshold", 1.0)
+        parts.append(f"SAG s={guidance['scale']:g} {layer} psi={threshold:g}")
+    if classifier.get("name", "none") != "none":
+        parts.append(f"CG s={classifier['scale']:g}")
+    return " + ".join(parts) or "none"

@@ -53,13 +53,15 @@ def sag_attention_map(qkv: torch.Tensor, heads: int, layout: str = "legacy") -> 
     return weights.reshape(-1, *weights.shape[-2:])
 
 
-def sag_column_sums(qkv: torch.Tensor, heads: int, layout: str = "legacy") -> torch.Tensor:
-    """Head-mean then query-sum of the map, (B, T), computed in query chunks so large maps are never whole."""
+def sag_column_sums(qkv: torch.Tensor, heads: int, layout: str = "legacy", per_head: bool = False) -> torch.Tensor:
+    """Head-mean then query-sum of the map, (B, T), or with per_head the query-sum of each head's map,
+    (B, heads, T); computed in query chunks so large maps are never whole."""
     q, k = _split_qk(qkv.float(), heads, layout)
-    total = torch.zeros(q.shape[0], q.shape[-1], dtype=torch.float32, device=q.device)
+    shape = (q.shape[0], heads, q.shape[-1]) if per_head else (q.shape[0], q.shape[-1])
+    total = torch.zeros(shape, dtype=torch.float32, device=q.device)
     for start in range(0, q.shape[-1], QUERY_CHUNK):
         weights = torch.softmax(torch.einsum("bhct,bhcs->bhts", q[..., start:start + QUERY_CHUNK], k), dim=-1)
-        total += weights.mean(dim=1).sum(dim=1)
+        total += weights.sum(dim=2) if per_head else weights.mean(dim=1).sum(dim=1)
     return total
 
 

@@ -277,13 +277,6 @@ class _Torso(nn.Module):
         for module in self.torso_modules():
             module.apply(convert_module_to_f16)
 
-    def convert_to_fp32(self) -> None:
-        """Undo convert_to_fp16 (CPU runs of use_fp16 checkpoints: half convolutions are slow and inexact there)."""
-        for module in self.torso_modules():
-            for conv in module.modules():
-                if isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                    conv.float()
-
 
 class UNetModel(_Torso):
     """The ADM U-Net (also IDDPM's, with resblock_updown=False and activation='sigmoid_silu').

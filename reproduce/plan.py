@@ -17,12 +17,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from guidance.build import build_guider
+from guidance.build import build_guider, describe_guidance
 from guidance.flops import META, classifier_gradient, count_flops, guided_step_flops, step_inputs
 from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
 from guided_diffusion.factory import build_network
 from sampling.config import compose_config
-from sampling.models import make_diffusion
+from sampling.models import classifier_uses_fp16, make_diffusion, resolve_precision
 
 from .tables import Row, Table
 
@@ -47,6 +47,7 @@ DEFAULT_GPU = "a100"
 # Achieved fraction of the peak for ADM sampling. An assumption, not measured here: the utilisation public compute
 # estimates assume for ADM (Epoch AI, derived from ADM's training throughput on V100s). See assumptions().
 DEFAULT_UTILIZATION = 0.30
+GPU = torch.device("cuda")  # the device whose precision rules (sampling.models) a plan's GPU-hours assume
 
 
 @dataclass(frozen=True)
@@ -186,35 +187,6 @@ def _guided_steps(model: nn.Module, diffusion: GaussianDiffusion, guidance: Mapp
     return sum(guider.is_active(diffusion.model_timesteps(steps[i:i + 1])) for i in range(len(steps)))
 
 
-def short_layer(name: str) -> str:
-    """PAG's short layer names: input_blocks.14.1 -> i14, middle_block.1 -> m1, output_blocks.2.1 -> o2."""
-    block, _, rest = name.partition(".")
-    return f"{block[0]}{rest.split('.')[0]}"
-
-
-def describe_guidance(conf: Mapping[str, Any]) -> str:
-    """The row's guidance in a few words: method, scale, layers, perturbation, classifier."""
-    guidance, classifier = conf["guidance"], conf["classifier"]
-    name = guidance.get("name", "none")
-    parts = []
-    if name == "pag":
-        layers = "+".join(map(short_layer, guidance["layers"]))
-        perturbation = (guidance.get("perturbation") or {}).get("name", "identity")
-        fork = "" if guidance.get("fork", True) else ", no fork"
-        parts.append(f"PAG s={guidance['scale']:g} {layers} ({perturbation}{fork})")
-    elif name == "sag":
-        layer, threshold = short_layer(guidance["layer"]), guidance.get("threshold", 1.0)
-        parts.append(f"SAG s={guidance['scale']:g} {layer} psi={threshold:g}")
-    if classifier.get("name", "none") != "none":
-        parts.append(f"CG s={classifier['scale']:g}")
-    return " + ".join(parts) or "none"
-
-
-def _fp16(precision: str, use_fp16: bool) -> bool:
-    """Whether a network runs in a 16-bit format on a GPU under the config's `precision` (sampling/models.py)."""
-    return precision in ("fp16", "bf16") or (precision == "auto" and use_fp16)
-
-
 def row_cost(conf: Mapping[str, Any], row: Row, command: str, num_samples: int | None = None) -> RowCost:
     """The cost of sampling one row whose resolved config is `conf` (sampling.config.compose_config)."""
     model_cfg, guidance = conf["model"], conf["guidance"]
@@ -239,8 +211,8 @@ def row_cost(conf: Mapping[str, Any], row: Row, command: str, num_samples: int |
         num_samples=int(num_samples if num_samples is not None else conf["num_samples"]), pass_flops=pass_flops,
         network_flops=float(guided * network + (steps - guided) * pass_flops), other_flops=float(guided * other),
         classifier_passes=steps if uses_classifier else 0, classifier_flops=float(steps * classifier_step),
-        fp16=_fp16(precision, bool(model_cfg["network"].get("use_fp16"))),
-        classifier_fp16=uses_classifier and precision in ("auto", "fp16") and bool(classifier.get("use_fp16")),
+        fp16=resolve_precision(precision, bool(model_cfg["network"].get("use_fp16")), GPU) != "fp32",
+        classifier_fp16=uses_classifier and classifier_uses_fp16(precision, bool(classifier.get("use_fp16")), GPU),
     )
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from guidance.build import describe_guidance
 from guided_diffusion.fileio import atomic_write
 from sampling.manifest import read_manifest
 
 from .driver import METRICS
 from .paper import METRICS as METRIC_NAMES
 from .paper import paper_row
-from .plan import describe_guidance
 from .plots import plot_ablation_bars, plot_sweep
 from .tables import Row, Table, run_dir
 
@@ -124,10 +124,10 @@ def csv_text(table: Table, results: list[RowResult]) -> str:
     return buffer.getvalue()
 
 
-def write_figure(table: Table, out_root: Path, dest: Path) -> Path | None:
+def write_figure(table: Table, results: list[RowResult], dest: Path) -> Path | None:
     """Ablations as the papers draw them: metrics vs a swept scale, else one bar per configuration (FID); None for
     fixed tables and before any row is evaluated."""
-    results = [r for r in collect(table, out_root) if r.metrics is not None]
+    results = [r for r in results if r.metrics is not None]
     if table.sweep_key is None or not results:
         return None
     path = dest.with_suffix(".png")
@@ -146,5 +146,5 @@ def write_report(table: Table, out_root: Path, dest: Path, command: str) -> tupl
     md_path.parent.mkdir(parents=True, exist_ok=True)
     for path, text in ((md_path, markdown(table, results, out_root, command)), (csv_path, csv_text(table, results))):
         atomic_write(path, lambda fh, text=text: fh.write(text.encode()))
-    write_figure(table, out_root, dest)
+    write_figure(table, results, dest)
     return md_path, csv_path

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from guidance.build import short_layer
 from sampling.config import CONFIG_DIR
-from sampling.sweeps import SWEEPS, TABLE10_LAYERS, sweep_value
+from sampling.sweeps import SWEEPS, sweep_value
 
 TABLE_DIR = CONFIG_DIR / "tables"
 REPO = CONFIG_DIR.parent
 SWEEP_PREFIX = "ablation_"
-_SHORT_LAYER = {path: short for short, path in TABLE10_LAYERS.items()}
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def _slug(text: str) -> str:
 
 def _sweep_label(value: object) -> str:
     if isinstance(value, list):
-        return "+".join(_SHORT_LAYER.get(layer, layer) for layer in value)
+        return "+".join(map(short_layer, value))
     return str(value)
 
 

@@ -50,6 +50,12 @@ def resolve_precision(precision: str, use_fp16: bool, device: torch.device) -> s
     return precision
 
 
+def classifier_uses_fp16(precision: str, use_fp16: bool, device: torch.device) -> bool:
+    """A classifier's torso is float16 only where its use_fp16 flag asks for it and `precision` resolves to fp16;
+    bf16 keeps the classifier (and its gradient) in float32."""
+    return use_fp16 and resolve_precision(precision, use_fp16, device) == "fp16"
+
+
 def _load(name: str, spec: dict, directory: str | Path, device: torch.device, use_fp16: bool) -> nn.Module:
     """Load by registry name when the config's spec is the official one (sharper error messages), else by spec."""
     official = name in REGISTRY and network_spec(name) == spec
@@ -118,12 +124,11 @@ def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cf
 
 def classifier_fn(classifier_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device: torch.device,
                   precision: str = "auto") -> Callable[..., torch.Tensor] | None:
-    """Classifier guidance's cond_fn, or None for classifier=none. Its torso is float16 only where its use_fp16 flag
-    asks for it and precision is fp16, or auto on CUDA; bf16 keeps the classifier (and its gradient) in float32."""
+    """Classifier guidance's cond_fn, or None for classifier=none, in the format classifier_uses_fp16 decides."""
     if classifier_cfg.get("name", "none") == "none":
         return None
     model_cfg = classifier_cfg["model"]
     spec = {**model_cfg["network"], "use_fp16": bool(classifier_cfg["use_fp16"])}
-    use_fp16 = resolve_precision(precision, spec["use_fp16"], device) == "fp16" and spec["use_fp16"]
+    use_fp16 = classifier_uses_fp16(precision, spec["use_fp16"], device)
     return classifier_cond_fn(_load(model_cfg["checkpoint"], spec, checkpoint_dir, device, use_fp16),
                               float(classifier_cfg["scale"]))

@@ -20,11 +20,10 @@ import torch.nn as nn
 
 from guidance.attention import attention_layers, resolve_layers
 from guidance.base import Guider
-from guidance.perturbations import attention_map
+from guidance.sag import sag_column_sums
 from guided_diffusion.attention import AttentionHost
 from guided_diffusion.diffusion import GaussianDiffusion
 
-QUERY_CHUNK = 256
 _COMBINED = ("model_out_1st", "eps_2nd", "guided_eps")
 
 
@@ -41,15 +40,6 @@ class Step:
     x0: dict[str, torch.Tensor]       # "plain", "guided" and, when guided, "perturbed" x0-hat
     attention: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (K, heads, res, res) column sums
     guider: dict[str, torch.Tensor] = field(default_factory=dict)     # the guider's intermediates (SAG: masks ...)
-
-
-def column_sums(host: AttentionHost, qkv: torch.Tensor) -> torch.Tensor:
-    """Per-head sum over queries of softmax(q k^T / sqrt(c)), (B, heads, tokens), in query chunks."""
-    q, k, _ = host.split_heads(qkv.float())
-    total = torch.zeros(q.shape[:3], dtype=torch.float32, device=q.device)
-    for start in range(0, q.shape[2], QUERY_CHUNK):
-        total += attention_map(q[:, :, start:start + QUERY_CHUNK], k).float().sum(dim=2)
-    return total
 
 
 def _cpu(value: torch.Tensor) -> torch.Tensor:
@@ -140,7 +130,8 @@ class Recorder:
             x0["perturbed"] = self._x0(x, index, perturbed)
         attention = {}
         for name, qkv in self._captured.items():
-            sums = column_sums(self.hosts[name], qkv[rows])
+            host = self.hosts[name]
+            sums = sag_column_sums(qkv[rows], host.num_heads, host.layout, per_head=True)
             side = int(round(sums.shape[-1] ** 0.5))
             attention[name] = _cpu(sums.reshape(*sums.shape[:2], side, side))
         self.on_step(Step(

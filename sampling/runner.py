@@ -253,6 +253,22 @@ class Sampler:
         return np.concatenate(images), np.concatenate(labels)
 
 
+def build_sampler(conf: Mapping[str, Any], device: torch.device, compile_network: bool = True
+                  ) -> tuple[nn.Module, Sampler]:
+    """The diffusion network of `conf` and the Sampler around it (guider, classifier gradient, precision), on
+    `device`; `speed.compile` applies only with compile_network. Bad settings raise ValueError naming the key."""
+    precision = str(conf.get("precision", "auto"))
+    model = load_model(conf["model"], conf["paths"]["checkpoints"], device, precision)
+    speed = conf.get("speed") or {}
+    compiled = compile_network and bool(speed.get("compile"))
+    if compiled:
+        compile_model(model, speed)
+    diffusion = make_diffusion(conf["model"], conf["sampler"])
+    net = sampling_network(model, diffusion, conf["guidance"])
+    cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
+    return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled)
+
+
 class Progress:
     """Rank 0's bar over all ranks: samples in shard files (polled) plus its own samples in flight."""
 
@@ -460,23 +476,15 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
         device = select_device(str(conf["device"]), rank.local_rank)
         _configure_torch(conf, device)
         try:
-            precision = str(conf.get("precision", "auto"))
-            model = load_model(conf["model"], conf["paths"]["checkpoints"], device, precision)
-            speed = conf.get("speed") or {}
-            if speed.get("compile"):
-                compile_model(model, speed)
-            diffusion = make_diffusion(conf["model"], conf["sampler"])
-            net = sampling_network(model, diffusion, conf["guidance"])
+            _, sampler = build_sampler(conf, device)
         except CheckpointError:
             raise
         except ValueError as err:  # the builders' messages name the bad key and the valid choices
             raise SamplingError(f"invalid configuration: {err}") from None
-        cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
         if rank.is_main:
             manifest = job.record_launch(manifest, device)
         LOG.info("rank %d of %d (%s) on %s; out_dir %s; config hash %s", rank.rank, rank.world_size, rank.launcher,
                  device, layout.out_dir, job.config_hash[:12])
-        sampler = Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), bool(speed.get("compile")))
         progress = Progress(layout.shard_dir, job.num_samples, bool(conf["progress"])) if rank.is_main else None
         try:
             computed = job.sample_own_shards(sampler, progress)

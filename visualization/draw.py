@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from guided_diffusion.diffusion import quantize_uint8
+from guided_diffusion.fileio import atomic_write
 
 GAP = 4             # pixels between tiles and around the grid
 LABEL_W = 124       # row-label margin
@@ -147,6 +148,7 @@ def side_by_side(panels: Sequence[Image.Image], gap: int = 4 * GAP) -> Image.Ima
 
 
 def save_png(image: Image.Image, path: Path) -> Path:
+    """Write `image` to `path` atomically (a figure is never left half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG", optimize=True)
+    atomic_write(path, lambda fh: image.save(fh, format="PNG", optimize=True))
     return path

@@ -110,7 +110,7 @@ def trajectory(guided: Sequence[Step], unguided: Sequence[Step], finals: tuple[n
     return labelled_grid(rows, cell, list(TRAJECTORY_ROWS), col_labels, title)
 
 
-def sample_panel(images: np.ndarray, cols: int, cell: int, title: str) -> Image.Image:
+def sample_panel(images: np.ndarray, cols: int, cell: int, title: str | None = None) -> Image.Image:
     """One uncurated grid: samples in index order, `cols` per row."""
     tiles = [image_tile(image) for image in images]
     return labelled_grid([tiles[r:r + cols] for r in range(0, len(tiles), cols)], cell, title=title)

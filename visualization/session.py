@@ -18,9 +18,8 @@ import torch.nn as nn
 from guided_diffusion.diffusion import GaussianDiffusion
 from sampling.config import compose_config
 from sampling.dist import select_device
-from sampling.models import classifier_fn, load_model, make_diffusion, model_precision, sampling_network
 from sampling.recorder import Recorder, Step
-from sampling.runner import Sampler, _configure_torch, validate
+from sampling.runner import Sampler, _configure_torch, build_sampler, validate
 
 
 @dataclass
@@ -28,9 +27,15 @@ class Session:
     conf: dict[str, Any]
     overrides: list[str]
     model: nn.Module
-    diffusion: GaussianDiffusion
-    net: nn.Module
     sampler: Sampler
+
+    @property
+    def diffusion(self) -> GaussianDiffusion:
+        return self.sampler.diffusion
+
+    @property
+    def net(self) -> nn.Module:
+        return self.sampler.net
 
     @property
     def name(self) -> str:
@@ -62,10 +67,5 @@ def open_session(overrides: Sequence[str]) -> Session:
     validate(conf)
     device = select_device(str(conf["device"]), 0)
     _configure_torch(conf, device)  # thread count and cuDNN settings change float rounding (sampling.rng)
-    precision = str(conf.get("precision", "auto"))
-    model = load_model(conf["model"], conf["paths"]["checkpoints"], device, precision)
-    diffusion = make_diffusion(conf["model"], conf["sampler"])
-    net = sampling_network(model, diffusion, conf["guidance"])
-    cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
-    sampler = Sampler(net, diffusion, cond_fn, device, conf, model_precision(model))
-    return Session(conf, list(overrides), model, diffusion, net, sampler)
+    model, sampler = build_sampler(conf, device, compile_network=False)
+    return Session(conf, list(overrides), model, sampler)
