@@ -77,7 +77,7 @@ def test_quantization_truncates_like_upstream() -> None:
 
 
 def test_importing_the_package_pulls_in_no_mpi_or_tensorflow() -> None:
-    code = ("import sys, guided_diffusion.unet, guided_diffusion.diffusion, guided_diffusion.golden;"
+    code = ("import sys, guided_diffusion.unet, guided_diffusion.diffusion, golden.cli;"
             "print(sorted(m for m in ('mpi4py', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from guided_diffusion import golden
+from golden import cli as golden
+from golden import fixture as golden_fixture
 
 
 def test_every_fixture_passes_or_is_reported_unsupported(golden_dir: Path, capsys) -> None:
@@ -58,20 +59,20 @@ def test_missing_sidecar_and_unknown_structure_are_errors(golden_dir: Path, tmp_
 
 
 def test_cli_entry_point_runs_as_module(golden_dir: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "guided_diffusion.golden", str(golden_dir / "schedules.pt")],
+    proc = subprocess.run([sys.executable, "-m", "golden", str(golden_dir / "schedules.pt")],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith(f"{proc.stdout.count(' PASS')} passed, 0 failed")
 
 
 def test_sidecar_tolerances_are_parsed() -> None:
-    rules = golden._sidecar_tolerances({"recommended_tolerance_fp32_cpu": {
+    rules = golden_fixture._sidecar_tolerances({"recommended_tolerance_fp32_cpu": {
         "out, out_pag*": {"atol": 1e-4, "rtol": 1e-4},
         "sag_mask, sag_attn_mask_lowres": "exact",
         "uint8_nhwc": "|diff| <= 1 everywhere and at most 0.5% of values differing",
         "all float tensors": {"atol": 2e-4, "rtol": 1e-4},
     }})
-    assert golden._tolerance_for("out_pag_single_eps.middle_block.1", rules) == {"atol": 1e-4, "rtol": 1e-4}
-    assert golden._tolerance_for("ddpm.sag.sag_mask", rules) == "exact"
-    assert golden._tolerance_for("uint8_nhwc", rules) == "lsb"
-    assert golden._tolerance_for("guided_eps", rules) == {"atol": 2e-4, "rtol": 1e-4}
+    assert golden_fixture._tolerance_for("out_pag_single_eps.middle_block.1", rules) == {"atol": 1e-4, "rtol": 1e-4}
+    assert golden_fixture._tolerance_for("ddpm.sag.sag_mask", rules) == "exact"
+    assert golden_fixture._tolerance_for("uint8_nhwc", rules) == "lsb"
+    assert golden_fixture._tolerance_for("guided_eps", rules) == {"atol": 2e-4, "rtol": 1e-4}

@@ -1,23 +1,9 @@
-"""Check reference fixtures (format: shared/golden/README.md) against this implementation.
-
-    python -m guided_diffusion.golden FIXTURE.pt [FIXTURE.pt ...]
-
-Every check prints one line `name  max_abs_err  tol  PASS|FAIL|SKIP`; the exit status is non-zero when a check
-fails or a fixture cannot be interpreted. The fixture kind is recognised from the file's structure, not its name,
-and tolerances come from its JSON sidecar (falling back to the README's table), so new reference data in the same
-format is checked without code changes. Variants this code cannot run yet are reported as SKIP.
-"""
+"""Checks of the ADM, SAG and PAG fixtures: weights, schedules, forward passes, guided steps and sampling loops."""
 
 from __future__ import annotations
 
-import argparse
-import fnmatch
-import json
-import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,190 +16,21 @@ from guidance.compat import paper_scale
 from guidance.pag import PAG, legacy_layouts
 from guidance.perturbations import identity_attention
 from guidance.sag import SAG, sag_attention_map, sag_column_sums
+from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion, named_betas, quantize_uint8
+from guided_diffusion.respace import space_timesteps
 
-from .diffusion import GaussianDiffusion, create_diffusion, named_betas, quantize_uint8
-from .factory import build_network, diffusion_spec_from_flags, unet_spec_from_flags
-from .respace import space_timesteps
-
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-
-# README section 8, used where a sidecar gives no tolerance for a key.
-DEFAULT_TOLERANCES: list[tuple[str, Any]] = [
-    ("*mask*", "exact"),
-    ("sag_attn_map*", {"atol": 1e-5, "rtol": 0.0}),
-    ("sag_attn_colsum", {"atol": 3e-5, "rtol": 0.0}),
-    ("clf_logits", {"atol": 1e-3, "rtol": 1e-4}),
-    ("clf_cond_grad", {"atol": 1e-4, "rtol": 1e-4}),
-    ("out_fp16", {"atol": 2e-2, "rtol": 0.0}),
-    ("out*", {"atol": 1e-4, "rtol": 1e-4}),
-    ("attn_block_out*", {"atol": 1e-4, "rtol": 1e-4}),
-    ("uint8_nhwc", "lsb"),
-    ("x_steps", {"atol": 2e-3, "rtol": 1e-3}),
-    ("*", {"atol": 2e-4, "rtol": 1e-4}),
-]
-SCHEDULE_TOLERANCE = {"atol": 1e-12, "rtol": 1e-12}
-LSB_MAX_FRACTION = 0.005
-
-
-class FixtureError(Exception):
-    """The fixture cannot be interpreted (missing sidecar, weights, or an unknown structure)."""
-
-
-@dataclass
-class Result:
-    name: str
-    status: str
-    max_abs_err: float | None = None
-    tol: str = ""
-    note: str = ""
-
-    def line(self) -> str:
-        err = "-" if self.max_abs_err is None else f"{self.max_abs_err:.3e}"
-        text = f"{self.name}  {err}  {self.tol or '-'}  {self.status}"
-        return f"{text}  ({self.note})" if self.note else text
-
-
-# --------------------------------------------------------------------------------------------- tolerances
-def _sidecar_tolerances(sidecar: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """Sidecar entries like {"out, out_pag*": {...}, "sag_mask, sag_attn_mask_lowres": "exact"} -> (glob, tol)."""
-    rules: list[tuple[str, Any]] = []
-    for names, tol in sidecar.get("recommended_tolerance_fp32_cpu", {}).items():
-        if isinstance(tol, str):
-            if "exact" in tol and "uint8" not in names:
-                tol = "exact"
-            elif "uint8" in names or "LSB" in tol or "|diff| <= 1" in tol:
-                tol = "lsb"
-            else:
-                continue
-        elif not (isinstance(tol, Mapping) and "atol" in tol):
-            continue
-        for name in names.split(","):
-            pattern = name.split("(")[0].strip()
-            if pattern == "all float tensors":
-                pattern = "*"
-            if pattern:
-                rules.append((pattern, tol))
-    # Specific patterns first, catch-alls last.
-    return sorted(rules, key=lambda rule: rule[0] == "*")
-
-
-def _tolerance_for(key: str, rules: list[tuple[str, Any]]) -> Any:
-    leaf = key.split(".")[-1]
-    for pattern, tol in rules + DEFAULT_TOLERANCES:
-        if any(fnmatch.fnmatchcase(part, pattern) for part in (key, leaf, key.split(".")[0])):
-            return tol
-    raise AssertionError("the catch-all default always matches")
-
-
-def _describe(tol: Any) -> str:
-    if isinstance(tol, Mapping):
-        return f"atol={tol['atol']:g},rtol={tol['rtol']:g}"
-    return "exact" if tol == "exact" else f"lsb<={LSB_MAX_FRACTION:.1%}"
-
-
-def compare(name: str, ours: torch.Tensor, ref: torch.Tensor, tol: Any) -> Result:
-    """|ours - ref| <= atol + rtol |ref|; "exact"; or "lsb": uint8 within 1 on at most 0.5 % of values."""
-    ours = torch.as_tensor(ours).detach().cpu()
-    ref = torch.as_tensor(ref).detach().cpu()
-    if ours.shape != ref.shape:
-        return Result(name, FAIL, None, _describe(tol), f"shape {tuple(ours.shape)} != reference {tuple(ref.shape)}")
-    diff = (ours.double() - ref.double()).abs()
-    err = float(diff.max()) if diff.numel() else 0.0
-    if tol == "exact":
-        ok = err == 0.0
-    elif tol == "lsb":
-        ok = err <= 1.0 and float((diff > 0).double().mean()) <= LSB_MAX_FRACTION
-    else:
-        ok = bool((diff <= tol["atol"] + tol["rtol"] * ref.double().abs()).all())
-    return Result(name, PASS if ok else FAIL, err, _describe(tol))
-
-
-# ------------------------------------------------------------------------------------------------ fixture
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {"a.b.c": leaf}; lists stay leaves."""
-    if not isinstance(tree, Mapping):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
-@dataclass
-class Fixture:
-    path: Path
-    data: dict[str, Any]
-    sidecar: dict[str, Any]
-    tolerances: list[tuple[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def open(cls, path: Path) -> Fixture:
-        if not path.is_file():
-            raise FixtureError(f"{path}: no such file")
-        sidecar_path = path.with_suffix(".json")
-        if not sidecar_path.is_file():
-            raise FixtureError(f"{path}: its sidecar {sidecar_path.name} is missing (every fixture needs one)")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            sidecar = json.loads(sidecar_path.read_text())
-        except Exception as err:  # noqa: BLE001 - any load failure means "cannot interpret"
-            raise FixtureError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
-        if not isinstance(data, dict):
-            raise FixtureError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
-        return cls(path, data, sidecar, _sidecar_tolerances(sidecar))
-
-    @property
-    def stem(self) -> str:
-        return self.path.stem
-
-    def tol(self, key: str) -> Any:
-        return _tolerance_for(key, self.tolerances)
-
-    @cached_property
-    def weights(self) -> dict[str, Any]:
-        if self.data.get("model_state_dict") is not None:
-            return self.data
-        name = self.sidecar.get("weights_file")
-        if not name:
-            raise FixtureError(f"{self.path}: sidecar names no weights_file")
-        weights_path = self.path.parent / name
-        if not weights_path.is_file():
-            raise FixtureError(f"{self.path}: weights file {weights_path} is missing")
-        return torch.load(weights_path, map_location="cpu", weights_only=True)
-
-    @cached_property
-    def flags(self) -> dict[str, Any]:
-        return dict(self.weights.get("model_flags") or self.sidecar["model_flags"])
-
-    def build_model(self, **overrides: Any) -> torch.nn.Module:
-        model = build_network({**unet_spec_from_flags(self.flags), **overrides})
-        model.load_state_dict(self.weights["model_state_dict"], strict=True)
-        return model.eval()
-
-    @cached_property
-    def model(self) -> torch.nn.Module:
-        return self.build_model()
-
-    @cached_property
-    def classifier(self) -> torch.nn.Module | None:
-        kwargs = self.weights.get("classifier_kwargs")
-        if kwargs is None:
-            return None
-        classifier = build_network({"kind": "classifier", **kwargs})
-        classifier.load_state_dict(self.weights["classifier_state_dict"], strict=True)
-        return classifier.eval()
-
-    @property
-    def classifier_scale(self) -> float:
-        return float((self.sidecar.get("classifier") or {}).get("classifier_scale", 1.0))
-
-    def cond_fn(self) -> Callable[..., torch.Tensor]:
-        if self.classifier is None:
-            raise FixtureError(f"{self.path}: a classifier-guided variant needs classifier weights")
-        return classifier_cond_fn(self.classifier, self.classifier_scale)
-
-    def diffusion(self, respacing: str) -> GaussianDiffusion:
-        return create_diffusion(**diffusion_spec_from_flags(self.flags), timestep_respacing=respacing)
+from .fixture import (
+    FAIL,
+    PASS,
+    SCHEDULE_TOLERANCE,
+    SKIP,
+    Fixture,
+    FixtureError,
+    Result,
+    compare,
+    describe_tolerance,
+    flatten,
+)
 
 
 # ------------------------------------------------------------------------------------------------ variants
@@ -504,7 +321,7 @@ def check_loops(fixture: Fixture) -> Iterator[Result]:
                     results = [compare(name, s, r, tol) for s, r in zip(steps, ref, strict=True)]
                     worst = max((r.max_abs_err or 0.0) for r in results)
                     ok = all(r.status == PASS for r in results)
-                    yield Result(name, PASS if ok else FAIL, worst, _describe(tol), f"{len(results)} steps")
+                    yield Result(name, PASS if ok else FAIL, worst, describe_tolerance(tol), f"{len(results)} steps")
                 elif key == "uint8_nhwc":
                     yield compare(name, quantize_uint8(steps[-1]), ref, fixture.tol(key))
                 elif key == "labels_npz":
@@ -513,8 +330,8 @@ def check_loops(fixture: Fixture) -> Iterator[Result]:
                     yield Result(name, SKIP, note=f"unknown loop key {key!r}")
 
 
-def kind_of(data: Mapping[str, Any]) -> str:
-    """Recognise a fixture by its structure (README section 5)."""
+def recognise(data: Mapping[str, Any]) -> str | None:
+    """The ADM fixture kind of a file by its structure (README section 5); None when it is not one."""
     if "model_state_dict" in data:
         return "weights"
     if {"x", "t", "out"} <= set(data):
@@ -527,7 +344,8 @@ def kind_of(data: Mapping[str, Any]) -> str:
             return "steps"
         if all("x_T" in v and "noise" in v for v in values):
             return "loops"
-    raise FixtureError("unrecognised fixture structure (not weights, forward, steps, loops or schedules)")
+    return None
+
 
 
 CHECKERS: dict[str, Callable[[Fixture], Iterator[Result]]] = {
@@ -539,36 +357,3 @@ CHECKERS: dict[str, Callable[[Fixture], Iterator[Result]]] = {
 }
 
 
-def check_file(path: Path) -> list[Result]:
-    fixture = Fixture.open(path)
-    try:
-        return list(CHECKERS[kind_of(fixture.data)](fixture))
-    except FixtureError as err:
-        raise FixtureError(f"{path}: {err}") from err
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise FixtureError(f"{path}: cannot be interpreted ({type(err).__name__}: {err})") from err
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fixtures", nargs="+", type=Path, help="fixture .pt files (each with its .json sidecar)")
-    args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    counts = {PASS: 0, FAIL: 0, SKIP: 0}
-    broken = 0
-    for path in args.fixtures:
-        try:
-            results = check_file(path)
-        except FixtureError as err:
-            print(f"ERROR  {err}", file=sys.stderr)
-            broken += 1
-            continue
-        for result in results:
-            counts[result.status] += 1
-            print(result.line(), flush=True)
-    print(f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped, {broken} unreadable fixture(s)")
-    return 1 if counts[FAIL] or broken else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
