@@ -22,7 +22,7 @@ REPRODUCE = $(if $(PLAN),$(PY) scripts/plan.py $(1) $(if $(NUM_SAMPLES),--num-sa
 	$(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(ARGS))
 DEMO_REF := data/demo/digits32_ref.npz
 
-.PHONY: help install test lint golden demo train-demo checkpoints refs sample reproduce-table1 reproduce-sag \
+.PHONY: help install test lint golden demo demo-inverse train-demo checkpoints refs sample reproduce-table1 reproduce-sag \
 	ablation-scale ablation-perturbation ablation-layers ablation-sag-threshold ablation-sag-layer figures bench clean-venv
 
 help:  ## this list
@@ -88,6 +88,9 @@ $(DEMO_REF): | $(VENV)/.installed
 
 demo: $(VENV)/.installed $(DEMO_REF)  ## offline demo: bundled models, none/SAG/PAG/CG rows -> results/demo/ (~5 min CPU)
 	$(PY) scripts/reproduce.py demo --out-root $(OUT) $(ARGS)
+
+demo-inverse: $(VENV)/.installed  ## offline DPS vs DPS + PAG on the digits model -> results/demo_inverse.{md,png} (~3 min CPU)
+	$(PY) scripts/demo_inverse.py $(ARGS)
 
 FIGURES = $(PY) scripts/visualize.py
 FIG_ARGS ?= --name demo
