@@ -22,7 +22,7 @@ REPRODUCE = $(if $(PLAN),$(PY) scripts/plan.py $(1) $(if $(NUM_SAMPLES),--num-sa
 	$(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(ARGS))
 DEMO_REF := data/demo/digits32_ref.npz
 
-.PHONY: help install test lint golden demo demo-inverse train-demo checkpoints refs sample reproduce-table1 reproduce-sag \
+.PHONY: help install test lint golden demo demo-inverse reproduce-dps train-demo checkpoints refs sample reproduce-table1 reproduce-sag \
 	ablation-scale ablation-perturbation ablation-layers ablation-sag-threshold ablation-sag-layer figures bench clean-venv
 
 help:  ## this list
@@ -88,6 +88,10 @@ $(DEMO_REF): | $(VENV)/.installed
 
 demo: $(VENV)/.installed $(DEMO_REF)  ## offline demo: bundled models, none/SAG/PAG/CG rows -> results/demo/ (~5 min CPU)
 	$(PY) scripts/reproduce.py demo --out-root $(OUT) $(ARGS)
+
+reproduce-dps: $(VENV)/.installed  ## PAG Table 8: DPS, DPS + PAG on FFHQ -> results/dps.md [DATA_DIR= NGPU= LAUNCHER= NUM_SAMPLES= PLAN=1]
+	$(PY) scripts/reproduce_dps.py --launcher $(LAUNCHER) --ngpu $(NGPU) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+		$(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(if $(PLAN),--plan --report results/dps_plan.md) $(ARGS)
 
 demo-inverse: $(VENV)/.installed  ## offline DPS vs DPS + PAG on the digits model -> results/demo_inverse.{md,png} (~3 min CPU)
 	$(PY) scripts/demo_inverse.py $(ARGS)

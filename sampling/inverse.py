@@ -118,6 +118,15 @@ class InverseProblem:
         return path
 
 
+def read_reconstructions(run_dir: Path) -> dict[str, np.ndarray]:
+    """The reconstructions file a DPS run wrote after its merge."""
+    files = sorted(Path(run_dir).glob("reconstructions_*.npz"))
+    if not files:
+        raise FileNotFoundError(f"{run_dir} holds no reconstructions_*.npz: run its DPS exp first")
+    with np.load(files[-1]) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
 def inverse_problem(conf: Mapping[str, Any]) -> InverseProblem | None:
     """The run's inverse problem, or None for plain sampling."""
     inverse = conf.get("inverse")

@@ -28,10 +28,11 @@ from guided_diffusion.fileio import atomic_write  # noqa: E402
 from sampling.config import compose_config  # noqa: E402
 from sampling.dist import RankInfo  # noqa: E402
 from sampling.errors import SamplingError  # noqa: E402
+from sampling.inverse import read_reconstructions  # noqa: E402
 from sampling.runner import run  # noqa: E402
 from training.data import load_digits_rgb  # noqa: E402
 from visualization.draw import save_png, side_by_side  # noqa: E402
-from visualization.restorations import read_reconstructions, restoration_panel  # noqa: E402
+from visualization.restorations import restoration_panel  # noqa: E402
 
 TASKS = {"inpaint": "box inpainting (16 x 16)", "gauss": "Gaussian deblur (9 x 9, sigma 1)"}
 METHODS = {"dps": "DPS", "dps_pag": "DPS + PAG"}

@@ -11,8 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from sampling.inverse import read_reconstructions  # noqa: E402
 from visualization.draw import save_png  # noqa: E402
-from visualization.restorations import read_reconstructions, restoration_panel  # noqa: E402
+from visualization.restorations import restoration_panel  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,15 +11,6 @@ from PIL import Image
 from .draw import image_tile, labelled_grid
 
 COLUMNS = ("measurement", "DPS", "DPS + PAG", "ground truth")
-
-
-def read_reconstructions(run_dir: Path) -> dict[str, np.ndarray]:
-    """The reconstructions file a DPS run wrote after its merge (sampling/inverse.py)."""
-    files = sorted(Path(run_dir).glob("reconstructions_*.npz"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir} holds no reconstructions_*.npz: run its DPS exp first")
-    with np.load(files[-1]) as npz:
-        return {key: npz[key] for key in npz.files}
 
 
 def restoration_panel(dps: Mapping[str, np.ndarray], dps_pag: Mapping[str, np.ndarray], count: int, cell: int = 96,
