@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from . import adm
+from . import adm, dps
 from .fixture import FAIL, PASS, SKIP, Fixture, FixtureError, Result
 
 # Each fixture family: recognise(data) -> kind or None, and CHECKERS[kind](fixture) -> results.
-FAMILIES = (adm,)
+FAMILIES = (adm, dps)
 
 
 def checker_for(fixture: Fixture) -> Callable[[Fixture], Iterator[Result]]:
@@ -29,7 +29,8 @@ def checker_for(fixture: Fixture) -> Callable[[Fixture], Iterator[Result]]:
         kind = family.recognise(fixture.data)
         if kind is not None:
             return family.CHECKERS[kind]
-    raise FixtureError("unrecognised fixture structure (not weights, forward, steps, loops or schedules)")
+    raise FixtureError("unrecognised fixture structure (not weights, forward, steps, loops, schedules or DPS "
+                       "operators/steps/loops)")
 
 
 def check_file(path: Path) -> list[Result]:
