@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from guidance.build import is_stochastic, set_generators
+from guidance.build import is_stochastic, set_generators, set_samples
 from guided_diffusion.checkpoints import CheckpointError
 from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
 
@@ -241,6 +241,7 @@ class Sampler:
                                     perturbation=is_stochastic(conf["guidance"]))
         if streams.perturbation_generators is not None:
             set_generators(self.net, streams.perturbation_generators)
+        set_samples(self.net, list(range(m * size, (m + 1) * size)))
         sampler = conf["sampler"]
         net, measurement_fn, labels = self.net, None, streams.labels
         if self.inverse is not None:
@@ -279,7 +280,9 @@ def build_sampler(conf: Mapping[str, Any], device: torch.device, compile_network
     if compiled:
         compile_model(model, speed)
     diffusion = make_diffusion(conf["model"], conf["sampler"])
-    net = sampling_network(model, diffusion, conf["guidance"])
+    weak_cfg = conf["guidance"].get("weak_model")  # autoguidance: a second, weaker network of the same kind
+    weak = load_model(weak_cfg, conf["paths"]["checkpoints"], device, precision) if weak_cfg else None
+    net = sampling_network(model, diffusion, conf["guidance"], weak)
     cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
     return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled,
                           inverse_problem(conf))
