@@ -93,7 +93,7 @@ reproduce-dps: $(VENV)/.installed  ## PAG Table 8: DPS, DPS + PAG on FFHQ -> res
 	$(PY) scripts/reproduce_dps.py --launcher $(LAUNCHER) --ngpu $(NGPU) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
 		$(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(if $(PLAN),--plan --report results/dps_plan.md) $(ARGS)
 
-demo-inverse: $(VENV)/.installed  ## offline DPS vs DPS + PAG on the digits model -> results/demo_inverse.{md,png} (~3 min CPU)
+demo-inverse: $(VENV)/.installed  ## offline DPS vs DPS + PAG on the digits model (16 images, 25 steps) -> results/demo_inverse.{md,png}
 	$(PY) scripts/demo_inverse.py $(ARGS)
 
 FIGURES = $(PY) scripts/visualize.py
