@@ -20,7 +20,8 @@ import torch
 from tqdm import tqdm
 
 from evaluations import metrics
-from evaluations.inception import FEATURE_BATCH_SIZE, SOFTMAX_BATCH_SIZE, FeatureBackend, load_backend
+from evaluations.backends import load_backend
+from evaluations.inception import FEATURE_BATCH_SIZE, SOFTMAX_BATCH_SIZE, FeatureBackend
 from evaluations.npz_io import (
     NpzImages,
     check_images_header,

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluations.inception import FEATURE_BATCH_SIZE, FeatureBackend, load_backend
+from evaluations.backends import load_backend
+from evaluations.inception import FEATURE_BATCH_SIZE, FeatureBackend
 from evaluations.npz_io import NpzImages, check_images_header, save_npz_atomic
 from guided_diffusion.fileio import atomic_write, download, verify
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluations.backends import load_backend
 from evaluations.evaluator import evaluate, write_json
-from evaluations.inception import FeatureBackend, load_backend
+from evaluations.inception import FeatureBackend
 from sampling.config import compose_config
 from sampling.errors import SamplingError
 from sampling.manifest import merged_file, read_manifest

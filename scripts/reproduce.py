@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
 from reproduce.driver import LAUNCHERS, Launch, reproduce  # noqa: E402
-from reproduce.grids import write_grid  # noqa: E402
 from reproduce.report import write_report  # noqa: E402
 from reproduce.tables import load_table, table_names  # noqa: E402
 from sampling.errors import SamplingError  # noqa: E402
+from visualization.grids import write_grid  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
