@@ -10,17 +10,22 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from guidance.build import short_layer
 from sampling.config import CONFIG_DIR
+from sampling.errors import ConfigError
+from sampling.schema import Key, check_config, infer_schema
 from sampling.sweeps import SWEEPS, sweep_value
 
 TABLE_DIR = CONFIG_DIR / "tables"
 REPO = CONFIG_DIR.parent
 SWEEP_PREFIX = "ablation_"
+ROW_KEYS = {"exp", "name", "label", "overrides"}
+CONFIG_RULES = {"backend": {"choices": ("torch", "tf", "digits")}, "grid_samples": {"min": 0}}
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,12 @@ class Table:
     @property
     def report_stem(self) -> Path:
         return REPO / (self.report or f"results/{self.name}")
+
+
+@cache
+def table_schema() -> Key:
+    """The keys of a table file: those some file of configs/tables/ sets (sampling.schema)."""
+    return infer_schema(TABLE_DIR)
 
 
 def table_names() -> list[str]:
@@ -91,9 +102,17 @@ def load_table(name: str) -> Table:
     if not path.is_file():
         raise KeyError(f"unknown table {name!r}; choose one of: {', '.join(table_names())}")
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        check_config(data, table_schema(), CONFIG_RULES)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     rows = []
     for entry in data["rows"]:
         entry = {"exp": entry} if isinstance(entry, str) else entry
+        unknown = sorted(set(entry) - ROW_KEYS)
+        if unknown or "exp" not in entry:
+            raise ConfigError(f"{path}: row {entry} has {f'unknown keys {unknown}' if unknown else 'no exp'}; a row "
+                              f"is an exp name or a mapping of {', '.join(sorted(ROW_KEYS))} (exp required)")
         overrides = tuple(entry.get("overrides", ()))
         rows.append(Row(name=entry.get("name", entry["exp"]), exp=entry["exp"], overrides=overrides,
                         label=entry.get("label", entry.get("name", entry["exp"]))))

@@ -19,11 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from hydra.errors import HydraException  # noqa: E402
+
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
 from reproduce.driver import LAUNCHERS, Launch, reproduce  # noqa: E402
 from reproduce.report import write_report  # noqa: E402
 from reproduce.tables import load_table, table_names  # noqa: E402
-from sampling.errors import SamplingError  # noqa: E402
+from sampling.errors import SamplingError, report  # noqa: E402
 from visualization.grids import write_grid  # noqa: E402
 
 
@@ -44,9 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         samples = reproduce(table, args.out_root, args.num_samples, Launch(args.launcher, args.ngpu),
                          evaluate_rows=not args.no_eval, backend=args.backend)
-    except (SamplingError, CheckpointError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (SamplingError, CheckpointError, ValueError, OSError, HydraException) as err:
+        return report(err)
     stem = args.report or table.report_stem
     md_path, csv_path = write_report(table, args.out_root, stem, command)
     if table.grid_samples:
