@@ -39,7 +39,7 @@ from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
 from . import manifest as mf
 from .config import group_keys, sample_schema
 from .dist import DEVICES, RankInfo, discover, select_device
-from .errors import SamplingError
+from .errors import ConfigError, SamplingError
 from .merge import check_merged, merge_shards
 from .models import (
     CONFIG_RULES as MODEL_RULES,
@@ -89,41 +89,41 @@ CONFIG_RULES = {
 
 
 def validate(conf: Mapping[str, Any]) -> None:
-    """Reject unknown keys and values of the wrong type or range (ConfigError), then settings that cannot work
-    together, each with one sentence naming the keys involved."""
+    """Reject unknown keys and values of the wrong type or range, then settings that cannot work together, each
+    with one sentence naming the keys involved (ConfigError: the scripts exit with status 2)."""
     check_config(conf, sample_schema(), {**CONFIG_RULES, **MODEL_RULES, **GUIDANCE_RULES})
     model = conf.get("model")
     if not isinstance(model, Mapping) or "network" not in model:
-        raise SamplingError("no model is configured: choose an experiment with +exp=NAME (files in configs/exp/)")
+        raise ConfigError("no model is configured: choose an experiment with +exp=NAME (files in configs/exp/)")
     network = model["network"]
     if network.get("kind") != "unet":
-        raise SamplingError(
+        raise ConfigError(
             f"model {model.get('name')!r} is a {network.get('kind')} network; the sampler needs a diffusion U-Net "
             "(kind unet): choose one of the *_diffusion models"
         )
     if model.get("checkpoint") is None and not isinstance(model.get("init_seed"), int):
-        raise SamplingError(f"model {model.get('name')!r} has no checkpoint, so it needs an integer init_seed")
+        raise ConfigError(f"model {model.get('name')!r} has no checkpoint, so it needs an integer init_seed")
     num_samples, batch_size, micro_batch = conf["num_samples"], conf["batch_size"], conf["micro_batch"]
     if batch_size % micro_batch:
-        raise SamplingError(
+        raise ConfigError(
             f"batch_size ({batch_size}, samples per shard) must be a multiple of micro_batch ({micro_batch}, samples "
             f"per network call); e.g. batch_size={micro_batch * max(1, batch_size // micro_batch)}"
         )
     labels = conf["labels"]
     num_classes = labels["num_classes"]
     if network.get("num_classes") not in (None, num_classes):
-        raise SamplingError(
+        raise ConfigError(
             f"labels.num_classes={num_classes} but the model is conditional on {network['num_classes']} classes; "
             f"set labels.num_classes={network['num_classes']}"
         )
     if labels["protocol"] == "balanced" and num_samples % num_classes:
-        raise SamplingError(
+        raise ConfigError(
             f"labels.protocol=balanced gives every class num_samples / {num_classes} samples, so num_samples must be "
             f"a multiple of {num_classes}, got {num_samples}"
         )
     sampler = conf["sampler"]
     if float(sampler.get("eta", 0.0)) != 0.0 and not sampler["use_ddim"]:
-        raise SamplingError(
+        raise ConfigError(
             f"sampler.eta={sampler['eta']} only applies to DDIM, but sampler.use_ddim is false; use a DDIM sampler "
             "(e.g. sampler=ddim25) or drop the eta override"
         )
@@ -131,7 +131,7 @@ def validate(conf: Mapping[str, Any]) -> None:
         choice = conf[group].get("name", "none")
         stray = sorted(set(conf[group]) - (group_keys(group, choice) or set(conf[group])))
         if stray:
-            raise SamplingError(
+            raise ConfigError(
                 f"{group}={choice} does not use {', '.join(f'{group}.{key}' for key in stray)} (set for another "
                 f"{group}, e.g. by the experiment); remove it with {' '.join(f'~{group}.{key}' for key in stray)}"
             )
@@ -139,7 +139,7 @@ def validate(conf: Mapping[str, Any]) -> None:
     if classifier.get("name", "none") != "none":
         size = classifier["model"]["network"]["image_size"]
         if size != network["image_size"]:
-            raise SamplingError(
+            raise ConfigError(
                 f"classifier={classifier['name']} judges {size}x{size} images but the model makes "
                 f"{network['image_size']}x{network['image_size']}; choose the classifier of that size"
             )

@@ -159,7 +159,7 @@ def _reject(dotted: str, value: object, key: Key, rule: Mapping[str, Any], what:
 def _check_value(dotted: str, value: object, key: Key, rule: Mapping[str, Any]) -> None:
     if value is None:
         return
-    kinds = {rule["type"]} if "type" in rule else key.kinds - ({"dict"} if key.children == {} else set())
+    kinds = {rule["type"]} if "type" in rule else key.kinds
     if not _kind_ok(value, kinds):
         raise _reject(dotted, value, key, rule)
     if isinstance(value, list) and key.items:
@@ -179,8 +179,9 @@ def _check_value(dotted: str, value: object, key: Key, rule: Mapping[str, Any]) 
             raise _reject(dotted, value, key, rule)
 
 
-def check_config(conf: Mapping[str, Any], schema: Key, rules: Rules = {}, prefix: str = "") -> None:  # noqa: B006
+def check_config(conf: Mapping[str, Any], schema: Key, rules: Rules | None = None, prefix: str = "") -> None:
     """Raise ConfigError on the first unknown key or value outside its type, range, choices or pattern."""
+    rules = rules or {}
     for name, value in conf.items():
         dotted = f"{prefix}{name}"
         key = schema.children.get(str(name))

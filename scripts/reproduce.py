@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-eval", action="store_true", help="sample only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    table = load_table(args.table)
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
+        table = load_table(args.table)
         samples = reproduce(table, args.out_root, args.num_samples, Launch(args.launcher, args.ngpu),
                          evaluate_rows=not args.no_eval, backend=args.backend)
     except (SamplingError, CheckpointError, ValueError, OSError, HydraException) as err:
