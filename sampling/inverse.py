@@ -20,13 +20,21 @@ from PIL import Image, UnidentifiedImageError
 
 from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
 from guided_diffusion.fileio import atomic_write
-from inverse.dps import DPS, PlainEps
-from inverse.operators import Operator, build_operator, measure
+from inverse.dps import DPS, NORMS, PlainEps
+from inverse.operators import OPERATORS, MotionBlur, Operator, build_operator, measure
 
 from .errors import SamplingError
 from .rng import MEASUREMENT_STREAM, sample_generator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Ranges and choices of the inverse keys (their types come from the YAML files; sampling.schema).
+CONFIG_RULES = {
+    "inverse.eta": {"min": 0.0},
+    "inverse.norm": {"choices": NORMS},
+    "inverse.sigma_y": {"min": 0.0},
+    "inverse.operator.name": {"choices": tuple(OPERATORS)},
+    "inverse.operator.kernel": {"choices": MotionBlur.KERNEL_MODES},
+}
 
 
 def image_files(data_dir: str | Path | None, file_list: str | Path | None = None) -> list[Path]:

@@ -40,6 +40,7 @@ from . import manifest as mf
 from .config import group_keys, sample_schema
 from .dist import DEVICES, RankInfo, discover, select_device
 from .errors import ConfigError, SamplingError
+from .inverse import CONFIG_RULES as INVERSE_RULES
 from .inverse import InverseProblem, inverse_problem
 from .merge import check_merged, merge_shards
 from .models import (
@@ -92,7 +93,7 @@ CONFIG_RULES = {
 def validate(conf: Mapping[str, Any]) -> None:
     """Reject unknown keys and values of the wrong type or range, then settings that cannot work together, each
     with one sentence naming the keys involved (ConfigError: the scripts exit with status 2)."""
-    check_config(conf, sample_schema(), {**CONFIG_RULES, **MODEL_RULES, **GUIDANCE_RULES})
+    check_config(conf, sample_schema(), {**CONFIG_RULES, **MODEL_RULES, **GUIDANCE_RULES, **INVERSE_RULES})
     model = conf.get("model")
     if not isinstance(model, Mapping) or "network" not in model:
         raise ConfigError("no model is configured: choose an experiment with +exp=NAME (files in configs/exp/)")

@@ -28,7 +28,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 def dps_config(out_dir: Path, data_dir: Path, *overrides: str) -> dict:
     return compose_config(["+exp=smoke", "+inverse=dps", "inverse/operator=box_inpainting32", f"+data_dir={data_dir}",
-                           "sampler.use_ddim=false", "sampler.timestep_respacing=4", f"out_dir={out_dir}",
+                           "sampler.use_ddim=false", "sampler.timestep_respacing='4'", f"out_dir={out_dir}",
                            "progress=false", f"num_samples={NUM}", *overrides])
 
 
@@ -86,3 +86,5 @@ def test_bad_inputs_are_one_sentence(tmp_path: Path, data_dir: Path) -> None:
         run(dps_config(tmp_path / "c", tmp_path / "nowhere"), RankInfo(0, 1, 0, "single"))
     with pytest.raises(SamplingError, match="choose a DDPM sampler"):
         run(dps_config(tmp_path / "d", data_dir, "sampler.use_ddim=true"), RankInfo(0, 1, 0, "single"))
+    with pytest.raises(SamplingError, match="inverse.norm"):
+        run(dps_config(tmp_path / "e", data_dir, "inverse.norm=mean"), RankInfo(0, 1, 0, "single"))
