@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from evaluations.inception import load_backend  # noqa: E402
+from evaluations.backends import load_backend  # noqa: E402
 from evaluations.restoration import fid, psnr, ssim  # noqa: E402
 from guided_diffusion.diffusion import quantize_uint8  # noqa: E402
 from guided_diffusion.fileio import atomic_write  # noqa: E402

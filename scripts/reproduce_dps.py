@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from evaluations.inception import load_backend  # noqa: E402
+from evaluations.backends import load_backend  # noqa: E402
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
 from reproduce.dps import reproduce_dps  # noqa: E402
 from reproduce.driver import LAUNCHERS, Launch  # noqa: E402

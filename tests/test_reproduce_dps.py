@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluations.inception import load_backend
+from evaluations.backends import load_backend
 from reproduce.dps import METRICS, PAPER, reproduce_dps, row_cost, row_metrics
 from reproduce.driver import Launch
 from reproduce.plan import GPUS, Throughput

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluations.inception import load_backend
+from evaluations.backends import load_backend
 from evaluations.restoration import SSIM_SIGMA, SSIM_WINDOW, fid, psnr, ssim
 from visualization.restorations import COLUMNS, restoration_panel
 
