@@ -182,7 +182,7 @@ def describe_guidance(conf: Mapping[str, Any]) -> str:
         parts.append(f"{name.upper()} s={guidance['scale']:g}{blur} {layers}")
     elif name == "tsg":
         parts.append(f"TSG s={guidance['scale']:g} noise={guidance.get('noise_scale', 1.0):g} "
-                     f"alpha={guidance.get('power', 0.0):g} N={guidance.get('first_blocks')}")
+                     f"alpha={guidance.get('power', 0.0):g} N={guidance.get('first_blocks') or 'all'}")
     elif name in ("icg", "autoguidance"):
         parts.append(f"{'ICG' if name == 'icg' else 'AutoG'} s={guidance['scale']:g}")
     combine, interval = guidance.get("combine"), guidance.get("interval")

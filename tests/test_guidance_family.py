@@ -272,3 +272,19 @@ def test_config_grammar_composes_and_refuses_impossible_combinations(setup) -> N
     conf = {"guidance": {"name": "seg", "scale": 3.0, "sigma": 1e7, "layers": LAYERS, "combine": apg},
             "classifier": {"name": "adm256", "scale": 1.0}}
     assert describe_guidance(conf) == "SEG s=3 sigma=inf i3+m1 APG(eta=0, r=2.5, beta=-0.75) + CG s=1"
+
+
+# ------------------------------------------------------------------------------------------------------ sampler
+def test_sampler_hands_guiders_their_sample_indices_and_generators() -> None:
+    from sampling.config import compose_config
+    from sampling.runner import build_sampler
+
+    conf = compose_config(["+exp=smoke", "guidance=tpg", "guidance.layers=[input_blocks.5.1,middle_block.1]",
+                           "+guidance/combine@guidance.combine=apg", "sampler=ddim25",
+                           "sampler.name=ddim2", "sampler.timestep_respacing=ddim2"])
+    _, sampler = build_sampler(conf, torch.device("cpu"))
+    images, _ = sampler.micro_batch(1)
+    assert sampler.net.samples == [2, 3] and sorted(sampler.net.rule.state) == [2, 3]
+    assert isinstance(sampler.net.perturbation.generator, list) and len(sampler.net.perturbation.generator) == 2
+    again, _ = sampler.micro_batch(1)  # the same micro-batch again (a resume): APG's momentum restarts
+    assert (images == again).all()
