@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from . import adm, family
+from . import adm, dps, family
 from .fixture import FAIL, PASS, SKIP, Fixture, FixtureError, Result
 
 # Each fixture family: recognise(data) -> kind or None, and CHECKERS[kind](fixture) -> results.
-FAMILIES = (adm, family)
+FAMILIES = (adm, dps, family)
 
 
 def checker_for(fixture: Fixture) -> Callable[[Fixture], Iterator[Result]]:
@@ -29,7 +29,8 @@ def checker_for(fixture: Fixture) -> Callable[[Fixture], Iterator[Result]]:
         kind = module.recognise(fixture.data)
         if kind is not None:
             return module.CHECKERS[kind]
-    raise FixtureError("unrecognised fixture structure (not weights, forward, steps, loops, schedules, SEG or APG)")
+    raise FixtureError("unrecognised fixture structure (not weights, forward, steps, loops, schedules, DPS "
+                       "operators/steps/loops, SEG blur or APG)")
 
 
 def check_file(path: Path) -> list[Result]:

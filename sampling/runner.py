@@ -39,6 +39,7 @@ from . import manifest as mf
 from .config import group_keys
 from .dist import RankInfo, discover, select_device
 from .errors import SamplingError
+from .inverse import InverseProblem, inverse_problem
 from .merge import check_merged, merge_shards
 from .models import (
     PRECISIONS,
@@ -140,6 +141,13 @@ def validate(conf: Mapping[str, Any]) -> None:
             "guidance=autoguidance needs a weak model: add `- /model@guidance.weak_model: NAME` (a configs/model "
             "file) to the exp's defaults list"
         )
+    inverse = conf.get("inverse") or {}
+    if inverse.get("name", "none") != "none":
+        if sampler["use_ddim"]:
+            raise SamplingError("inverse=dps corrects DDPM ancestral steps, but sampler.use_ddim is true; choose a "
+                                "DDPM sampler (the paper's: sampler=ddpm1000)")
+        if conf["guidance"].get("name", "none") not in ("none", "pag"):
+            raise SamplingError(f"inverse=dps runs with guidance=none or guidance=pag, not {conf['guidance']['name']}")
     classifier = conf["classifier"]
     if classifier.get("name", "none") != "none":
         size = classifier["model"]["network"]["image_size"]
@@ -222,6 +230,7 @@ class Sampler:
     conf: Mapping[str, Any]
     precision: str = "fp32"  # what conf["precision"] resolved to on this device; recorded in every shard
     compiled: bool = False
+    inverse: InverseProblem | None = None  # DPS: sample i reconstructs ground-truth image i
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -239,13 +248,19 @@ class Sampler:
             set_generators(self.net, streams.perturbation_generators)
         set_samples(self.net, list(range(m * size, (m + 1) * size)))
         sampler = conf["sampler"]
+        net, measurement_fn, labels = self.net, None, streams.labels
+        if self.inverse is not None:
+            indices = range(m * size, (m + 1) * size)
+            net, measurement_fn = self.inverse.term(self.diffusion, self.net, indices, self.device)
+            labels = torch.tensor(list(indices))  # the ground-truth image index of every sample
         x = self.diffusion.sample_loop(
-            self.net, (size, channels, height, width), noise=streams.x_T.to(self.device),
+            net, (size, channels, height, width), noise=streams.x_T.to(self.device),
             clip_denoised=bool(sampler["clip_denoised"]), cond_fn=self.cond_fn,
             model_kwargs={"y": streams.labels.to(self.device)}, use_ddim=bool(sampler["use_ddim"]),
             eta=float(sampler["eta"]), noise_fn=lambda like: streams.noise().to(like.device),
+            measurement_fn=measurement_fn,
         )
-        return quantize_uint8(x).cpu().numpy(), streams.labels.numpy().astype(np.int64)
+        return quantize_uint8(x).cpu().numpy(), labels.numpy().astype(np.int64)
 
     def sample(self, start: int, end: int, on_micro_batch: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray]:
         size = self.conf["micro_batch"]
@@ -274,7 +289,8 @@ def build_sampler(conf: Mapping[str, Any], device: torch.device, compile_network
     weak = load_model(weak_cfg, conf["paths"]["checkpoints"], device, precision) if weak_cfg else None
     net = sampling_network(model, diffusion, conf["guidance"], weak)
     cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
-    return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled)
+    return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled,
+                          inverse_problem(conf))
 
 
 class Progress:
@@ -485,6 +501,8 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
         _configure_torch(conf, device)
         try:
             _, sampler = build_sampler(conf, device)
+            if sampler.inverse is not None:
+                sampler.inverse.check_count(job.num_samples)
         except CheckpointError:
             raise
         except ValueError as err:  # the builders' messages name the bad key and the valid choices
@@ -505,6 +523,10 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
                 progress.close()
         path = job.merge(refs, manifest)
         LOG.info("merged %d samples into %s", job.num_samples, path)
+        if sampler.inverse is not None:
+            with writing("the reconstructions file", layout.out_dir):
+                outputs = sampler.inverse.write_outputs(layout.out_dir, path, job.num_samples)
+            LOG.info("reconstructions, measurements, ground truths and image ids in %s", outputs)
         return path
     except Exception as err:
         if not rank.is_main:
