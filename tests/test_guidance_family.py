@@ -21,22 +21,15 @@ from guidance.tpg import TokenShuffle
 from guidance.tsg import TimeStepGuidance
 from guided_diffusion.attention import exact_attention
 from guided_diffusion.diffusion import create_diffusion
+from tests import test_guidance
 from tests.test_guidance import LAYERS, LIKE_256, _model
 
+setup = test_guidance.setup  # the shared step fixture: a small random 256px-layout U-Net at one ddim10 step
 APG_OFF = {"eta": 1.0, "norm_threshold": 0.0, "momentum": 0.0}
 
 
 def _gens(*seeds: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(s) for s in seeds]
-
-
-@pytest.fixture(scope="module")
-def setup():
-    model = _model(LIKE_256)
-    diffusion = create_diffusion(1000, "linear", learn_sigma=True, timestep_respacing="ddim10")
-    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    t = diffusion.model_timesteps(torch.full((3,), 6))
-    return model, diffusion, x, t
 
 
 def _weak_pass(model: nn.Module, x: torch.Tensor, t: torch.Tensor, processor, **kwargs) -> torch.Tensor:
