@@ -106,6 +106,7 @@ ROWS = {
            ("cond", "tsg", {"name": "tsg", "scale": 1.5, "noise_scale": 2.0, "power": 1.0, "interval": None}, None),
            ("cond", "icg", {"name": "icg", "scale": 0.4}, None),
            ("cond", "pag_apg", {**pag(1.0, ["input_blocks.14.1"]), "combine": APG}, None),
+           ("uncond", "autoguidance", {"name": "autoguidance", "scale": 1.0}, None),
        )},
 }
 
