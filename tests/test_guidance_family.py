@@ -281,3 +281,13 @@ def test_sampler_hands_guiders_their_sample_indices_and_generators() -> None:
     assert isinstance(sampler.net.perturbation.generator, list) and len(sampler.net.perturbation.generator) == 2
     again, _ = sampler.micro_batch(1)  # the same micro-batch again (a resume): APG's momentum restarts
     assert (images == again).all()
+
+
+def test_imagenet_autoguidance_stops_with_a_sentence_until_its_guide_exists(tmp_path) -> None:
+    from sampling.errors import SamplingError
+    from sampling.models import checkpoint_path
+
+    with pytest.raises(SamplingError, match="not a released checkpoint, so train it"):
+        checkpoint_path("256x256_diffusion_uncond_guide", tmp_path)
+    with pytest.raises(SamplingError, match="download it with"):
+        checkpoint_path("256x256_diffusion_uncond", tmp_path)
