@@ -30,7 +30,7 @@ def checker_for(fixture: Fixture) -> Callable[[Fixture], Iterator[Result]]:
         if kind is not None:
             return module.CHECKERS[kind]
     raise FixtureError("unrecognised fixture structure (not weights, forward, steps, loops, schedules, DPS "
-                       "operators/steps/loops, SEG blur or APG)")
+                       "operators/steps/loops, SEG or APG)")
 
 
 def check_file(path: Path) -> list[Result]:
