@@ -37,6 +37,26 @@ from .windows import Window, window_from_config
 STOCHASTIC = {"random_mask", "offdiag_mask", "additive_noise", "token_shuffle"}
 STOCHASTIC_METHODS = {"tpg", "tsg", "icg"}
 METHODS = ("none", "pag", "sag", "seg", "tpg", "tsg", "icg", "autoguidance")
+# Ranges and choices of the guidance keys; their types come from configs/guidance/**.yaml (sampling.schema). A new
+# key needs an entry here only if a type does not say what is allowed.
+CONFIG_RULES = {
+    "guidance.threshold": {"min": 0.0},
+    "guidance.blur_sigma": {"above": 0.0},
+    "guidance.blur_kernel": {"min": 1, "pattern": "[0-9]*[13579]", "allowed": "an odd integer >= 1", "example": 31},
+    "guidance.map_heads": {"choices": ("unet", "block")},
+    "guidance.window": {"type": "list", "allowed": "null or [start, end] in sampler step indices", "example": [24, 0]},
+    "guidance.perturbation.p": {"min": 0.0, "max": 1.0},
+    "guidance.perturbation.sigma": {"min": 0.0},
+    "guidance.perturbation.kernel_size": {"min": 1},
+    "guidance.sigma": {"above": 0.0},
+    "guidance.noise_scale": {"min": 0.0},
+    "guidance.first_blocks": {"type": "int", "min": 1, "allowed": "null (every block) or N >= 1", "example": 4},
+    "guidance.interval.unit": {"choices": ("sigma", "timestep")},
+    "guidance.combine.name": {"choices": ("apg",)},
+    "guidance.combine.norm_threshold": {"min": 0.0},
+    "guidance.combine.space": {"choices": ("x0", "eps")},
+    "guidance.combine.form": {"choices": ("paper", "diffusers")},
+}
 
 
 def build_perturbation(cfg: Mapping[str, Any], generator: Generators = None) -> Processor:

@@ -44,6 +44,16 @@ def checkpoint_path(name: str, directory: str | Path) -> Path:
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# Ranges and choices of the model and sampler keys (their types come from the YAML files; sampling.schema).
+CONFIG_RULES = {
+    "precision": {"choices": PRECISIONS},
+    "sampler.timestep_respacing": {
+        "pattern": r"(ddim)?[0-9]+|[0-9]+(,[0-9]+)+",
+        "allowed": "N (N evenly spaced steps), ddimN (N steps of one stride, DDIM) or N1,N2,... (steps per section)",
+        "example": "ddim25",
+    },
+    "sampler.eta": {"min": 0.0},
+}
 
 
 def resolve_precision(precision: str, use_fp16: bool, device: torch.device) -> str:
