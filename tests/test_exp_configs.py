@@ -152,7 +152,7 @@ def test_experiment_matches_its_paper_row(name):
     assert conf["labels"] == {"protocol": "uniform", "num_classes": 1000}
     size = conf["model"]["network"]["image_size"]
     dataset = "lsun" if name.startswith("lsun") else "imagenet"
-    assert conf["reference_batch"].startswith(f"{dataset}/") and str(size) in conf["reference_batch"]
+    assert conf["reference_batch"].startswith(f"VIRTUAL_{dataset}") and str(size) in conf["reference_batch"]
     text = header(name)
     assert text.startswith("# @package _global_\n")
     assert re.search(r"Table|README|released code", text), "the header names the paper table or the script"
