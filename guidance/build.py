@@ -63,7 +63,8 @@ def build_guider(model: nn.Module, diffusion: GaussianDiffusion, cfg: Mapping[st
         return PAG(model, diffusion, list(cfg["layers"]), cfg["scale"],
                    perturbation=build_perturbation(cfg.get("perturbation") or {"name": "identity"}, generator),
                    window=window, fork=cfg.get("fork", True),
-                   upstream_legacy_layout=cfg.get("upstream_legacy_layout", False))
+                   upstream_legacy_layout=cfg.get("upstream_legacy_layout", False),
+                   execution=cfg.get("execution", "auto"))
     if name == "sag":
         return SAG(model, diffusion, cfg["layer"], cfg["scale"], threshold=cfg.get("threshold", 1.0),
                    blur_sigma=cfg.get("blur_sigma", 9.0), blur_kernel=cfg.get("blur_kernel", 31),
