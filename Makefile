@@ -44,7 +44,7 @@ lint: $(VENV)/.installed  ## ruff only
 	$(PY) -m ruff check .
 
 golden: $(VENV)/.installed  ## check every reference fixture against this implementation
-	$(PY) -m golden $(GOLDEN)/*.pt
+	$(PY) -m golden $(GOLDEN)/*.pt $(GOLDEN)/dps/*.pt $(GOLDEN)/family/*.pt
 
 checkpoints: $(VENV)/.installed  ## download every official checkpoint into CKPT_DIR (resumable, sha256-checked)
 	$(PY) -m guided_diffusion.checkpoints download all --dir $(CKPT_DIR)
@@ -107,6 +107,7 @@ bench: $(VENV)/.installed  ## CPU benchmarks, quick mode (ratios measured in one
 	OMP_NUM_THREADS=1 $(PY) bench/bench_attention.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_sampler_rss.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_precision_recall.py --quick
+	OMP_NUM_THREADS=1 $(PY) bench/bench_bootstrap.py --quick
 	$(PY) bench/bench_sampling.py --quick
 
 bench-gpu: $(VENV)/.installed  ## GPU set (one GPU, < 8 min): unguided vs PAG batched/sequential, batch 1-64, fp32/fp16/bf16

@@ -3,7 +3,8 @@
     python -m evaluations.evaluator REF.npz SAMPLE.npz [--backend torch|tf] [--json OUT.json]
 
 Prints the five lines of ADM's `evaluations/evaluator.py` (Inception Score, FID, sFID, Precision, Recall) on
-stdout, computed the same way; progress and notes go to stderr.
+stdout, computed the same way; progress and notes go to stderr. The JSON also holds a seeded bootstrap interval per
+metric (`--bootstrap N`, docs/statistics.md); `--print-intervals` prints them after the five lines.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,9 @@ import scipy
 import torch
 from tqdm import tqdm
 
-from evaluations import metrics
+from evaluations import bootstrap, metrics
+from evaluations.bootstrap import BootstrapSettings, MetricResampler, ReferenceFeatures, SampleFeatures
+from evaluations.feature_store import save_features
 from evaluations.inception import FEATURE_BATCH_SIZE, SOFTMAX_BATCH_SIZE, FeatureBackend, load_backend
 from evaluations.npz_io import (
     NpzImages,
@@ -31,6 +35,8 @@ from evaluations.npz_io import (
 from guided_diffusion.fileio import atomic_write
 
 PAPER_SAMPLE_COUNT = 50_000
+_PRINTED = (("inception_score", "Inception Score"), ("fid", "FID"), ("sfid", "sFID"), ("precision", "Precision"),
+            ("recall", "Recall"))
 
 
 def _note(message: str) -> None:
@@ -83,10 +89,10 @@ def check_batches(ref: NpzImages, sample: NpzImages) -> None:
     check_sample_matches_reference(sample, ref)
 
 
-def evaluate(
+def extract(
     ref_path: Path, sample_path: Path, backend: FeatureBackend, allow_blank_samples: bool = False
-) -> dict:
-    """The five ADM metrics and their provenance (counts, statistics source, backend, versions)."""
+) -> tuple[SampleFeatures, ReferenceFeatures, tuple, tuple, dict]:
+    """Run the feature network once: (sample features, reference side, sample FID stats, sample sFID stats, facts)."""
     with NpzImages(ref_path) as ref, NpzImages(sample_path) as sample:
         check_batches(ref, sample)
         if len(sample) < PAPER_SAMPLE_COUNT:
@@ -99,32 +105,70 @@ def evaluate(
             sample, backend, "sample", check_blank=not allow_blank_samples
         )
         ref_pool, ref_spatial = compute_activations(ref, backend, "reference")
-        n_ref, n_sample, resolution = len(ref), len(sample), list(sample.shape[1:3])
+        facts = {"num_ref_images": len(ref), "num_samples": len(sample), "resolution": list(sample.shape[1:3])}
 
-    sample_stats, sample_stats_spatial, sample_source = batch_statistics(
+    sample_stats, sample_stats_spatial, facts["sample_statistics"] = batch_statistics(
         sample_path, sample_pool, sample_spatial, "sample"
     )
-    ref_stats, ref_stats_spatial, ref_source = batch_statistics(ref_path, ref_pool, ref_spatial, "reference")
+    ref_stats, ref_stats_spatial, facts["ref_statistics"] = batch_statistics(
+        ref_path, ref_pool, ref_spatial, "reference"
+    )
+    sample_features = SampleFeatures(sample_pool, sample_spatial, class_probabilities(backend, sample_pool))
+    reference = ReferenceFeatures(*ref_stats, *ref_stats_spatial, ref_pool)
+    return sample_features, reference, sample_stats, sample_stats_spatial, facts
+
+
+def bootstrap_intervals(
+    sample: SampleFeatures, reference: ReferenceFeatures, sample_statistics: str, settings: BootstrapSettings,
+    device: str = "cpu",
+) -> dict:
+    """The evaluator's `bootstrap` record: settings, each metric's interval and what it cost."""
+    record = settings.as_dict()
+    if not settings.resamples:
+        return record
+    start = time.perf_counter()
+    frechet = sample_statistics == "computed"
+    if not frechet:
+        record["note"] = "the sample batch stores its own statistics: FID and sFID have no interval"
+    _note(f"bootstrap: {settings.resamples} resamples of the sample batch (reference fixed)...")
+    record["intervals"] = bootstrap.intervals(MetricResampler(sample, reference, frechet, device), settings)
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def evaluate(
+    ref_path: Path, sample_path: Path, backend: FeatureBackend, allow_blank_samples: bool = False,
+    settings: BootstrapSettings | None = None, features_path: Path | None = None,
+) -> dict:
+    """The five ADM metrics, their bootstrap intervals and provenance (counts, statistics source, backend, versions).
+
+    `settings` default to BootstrapSettings(); `features_path` keeps the extracted features
+    (evaluations/feature_store.py) for paired differences.
+    """
+    settings = settings or BootstrapSettings()
+    sample, reference, sample_stats, sample_stats_spatial, facts = extract(
+        ref_path, sample_path, backend, allow_blank_samples
+    )
+    if features_path is not None:
+        save_features(features_path, sample, reference, facts["sample_statistics"])
     _note("computing evaluations...")
-    precision, recall = metrics.precision_recall(ref_pool, sample_pool)
+    precision, recall = metrics.precision_recall(reference.pool, sample.pool)
     versions = {"numpy": np.__version__, "scipy": scipy.__version__, "torch": torch.__version__}
     if backend.name == "tf":
         import tensorflow as tf
 
         versions["tensorflow"] = tf.__version__
+    device = str(getattr(backend, "device", "cpu"))
     return {
-        "inception_score": metrics.inception_score(class_probabilities(backend, sample_pool)),
-        "fid": metrics.frechet_distance(*sample_stats, *ref_stats),
-        "sfid": metrics.frechet_distance(*sample_stats_spatial, *ref_stats_spatial),
+        "inception_score": metrics.inception_score(sample.probs),
+        "fid": metrics.frechet_distance(*sample_stats, reference.mu, reference.sigma),
+        "sfid": metrics.frechet_distance(*sample_stats_spatial, reference.mu_s, reference.sigma_s),
         "precision": precision,
         "recall": recall,
+        "bootstrap": bootstrap_intervals(sample, reference, facts["sample_statistics"], settings, device),
         "ref": str(ref_path),
         "sample": str(sample_path),
-        "num_ref_images": n_ref,
-        "num_samples": n_sample,
-        "resolution": resolution,
-        "ref_statistics": ref_source,
-        "sample_statistics": sample_source,
+        **facts,
         "backend": backend.name,
         "feature_space": backend.feature_space,
         "features_sha256": backend.graph_sha256,
@@ -134,14 +178,18 @@ def evaluate(
 
 def format_results(results: dict) -> str:
     """The five lines ADM's evaluator prints, in its order and number formatting."""
+    return "\n".join(f"{label}: {results[key]}" for key, label in _PRINTED)
+
+
+def format_intervals(results: dict) -> str:
+    """One line per metric with an interval; none starts like ADM's lines, so parsers of those are unaffected."""
+    record = results.get("bootstrap") or {}
+    level = round(100 * record.get("level", 0), 1)
     return "\n".join(
-        [
-            f"Inception Score: {results['inception_score']}",
-            f"FID: {results['fid']}",
-            f"sFID: {results['sfid']}",
-            f"Precision: {results['precision']}",
-            f"Recall: {results['recall']}",
-        ]
+        f"{label} {level:g}% interval: [{low}, {high}] ({record['resamples']} resamples, seed {record['seed']})"
+        for key, label in _PRINTED
+        if key in record.get("intervals", {})
+        for low, high in [record["intervals"][key]]
     )
 
 
@@ -176,18 +224,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--allow-blank-samples", action="store_true", help="accept sample images whose pixels are all equal"
     )
+    parser.add_argument("--bootstrap", type=int, default=bootstrap.DEFAULT_RESAMPLES, metavar="N",
+                        help=f"bootstrap resamples for the intervals (default {bootstrap.DEFAULT_RESAMPLES}; 0: none)")
+    parser.add_argument("--bootstrap-seed", type=int, default=bootstrap.DEFAULT_SEED, help="seed of the resamples")
+    parser.add_argument("--confidence", type=float, default=bootstrap.DEFAULT_LEVEL,
+                        help=f"interval confidence level (default {bootstrap.DEFAULT_LEVEL})")
+    parser.add_argument("--print-intervals", action="store_true",
+                        help="print each metric's interval after ADM's five lines")
+    parser.add_argument("--save-features", type=Path, help="keep the extracted features in this .npz")
     args = parser.parse_args(argv)
     try:
+        settings = BootstrapSettings(args.bootstrap, args.bootstrap_seed, args.confidence)
         # Fail on a malformed file before spending minutes on the network.
         with NpzImages(args.ref_batch) as ref, NpzImages(args.sample_batch) as sample:
             check_batches(ref, sample)
         backend = load_backend(args.backend, args.graph, args.cache_dir, args.device, args.feature_net)
         if args.backend == "digits":
             _note(f"feature space: {backend.feature_space}")
-        results = evaluate(args.ref_batch, args.sample_batch, backend, args.allow_blank_samples)
+        results = evaluate(args.ref_batch, args.sample_batch, backend, args.allow_blank_samples, settings,
+                           args.save_features)
     except (ValueError, OSError, NotImplementedError, ImportError) as e:
         sys.exit(f"error: {e}")
     print(format_results(results))
+    if args.print_intervals and args.bootstrap:
+        print(format_intervals(results))
     if args.json:
         write_json(args.json, results)
 

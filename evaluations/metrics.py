@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy
@@ -151,30 +152,134 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
+def _nearest(
+    x: _DistanceOperand, count: int, row_batch_size: int, col_batch_size: int, tile_rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances (ascending) and indices of each point's `count` nearest points, itself included."""
+    values = torch.empty(len(x), count, dtype=torch.float32)
+    indices = torch.empty(len(x), count, dtype=torch.long)
+    for rows in _blocks(len(x), row_batch_size):
+        best = best_index = None
+        for cols in _blocks(len(x), col_batch_size):
+            keep = min(count, cols[1] - cols[0])
+
+            def nearest(d: torch.Tensor, r0: int, r1: int, m=keep, c0=cols[0]):
+                top = torch.topk(d.float(), m, 1, largest=False)
+                return top.values, top.indices + c0
+
+            parts = _map_block(x, rows, x, cols, nearest, tile_rows)
+            block, block_index = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            if best is not None:
+                block, block_index = torch.cat([best, block], 1), torch.cat([best_index, block_index], 1)
+            top = torch.topk(block, min(count, block.shape[1]), 1, largest=False)
+            best, best_index = top.values, torch.gather(block_index, 1, top.indices)
+        order = torch.sort(best, dim=1, stable=True)
+        values[rows[0] : rows[1]] = order.values
+        indices[rows[0] : rows[1]] = torch.gather(best_index, 1, order.indices)
+    return values, indices
+
+
 def _manifold_radii(
     x: _DistanceOperand, k: int, row_batch_size: int, col_batch_size: int, tile_rows: int
 ) -> torch.Tensor:
     """Squared distance from each point to its k-th nearest neighbour, the point itself being neighbour 0."""
     if len(x) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} feature vectors, got {len(x)}")
-    radii = torch.empty(len(x), dtype=torch.float32)
-    for rows in _blocks(len(x), row_batch_size):
-        nearest = None
-        for cols in _blocks(len(x), col_batch_size):
-            keep = min(k + 1, cols[1] - cols[0])
-            parts = _map_block(
-                x,
-                rows,
-                x,
-                cols,
-                lambda d, r0, r1, m=keep: torch.topk(d.float(), m, 1, largest=False).values,
-                tile_rows,
-            )
-            block = torch.cat(parts)
-            nearest = block if nearest is None else torch.cat([nearest, block], 1)
-            nearest = torch.topk(nearest, min(k + 1, nearest.shape[1]), 1, largest=False).values
-        radii[rows[0] : rows[1]] = torch.sort(nearest, 1).values[:, k]
-    return radii
+    return _nearest(x, k + 1, row_batch_size, col_batch_size, tile_rows)[0][:, k]
+
+
+# Bootstrap bookkeeping (docs/statistics.md). A resample's ball around sample j has the radius of the k-th nearest
+# point it drew (j included), which lies within j's NEIGHBOURS + 1 nearest unless at most k - 1 of its NEIGHBOURS
+# nearest others are drawn: probability < 1e-10 per sample and resample. A reference keeps its CANDIDATES likeliest
+# covering samples (fewest nearer neighbours first); the full batch's coverage is always among them.
+NEIGHBOURS = 32
+CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Who lies in whose k-NN ball, kept so that resamples of the sample batch re-score without distances.
+
+    `sample_covered[j]`: sample j lies inside some reference ball (precision counts these). Sample j's ball holds
+    reference r exactly when at most k of the samples drawn are nearer to j than r is; `candidates[r]` lists up to
+    CANDIDATES samples j (-1 padded) whose ball can hold r, `nearer[r]` how many of `neighbours[j]` (j's nearest
+    samples, ascending, j included) are nearer to j than r.
+    """
+
+    k: int
+    sample_covered: np.ndarray  # bool [n_sample]
+    neighbours: np.ndarray  # int64 [n_sample, min(n_sample, NEIGHBOURS + 1)]
+    candidates: np.ndarray  # int64 [n_ref, CANDIDATES]
+    nearer: np.ndarray  # int64 [n_ref, CANDIDATES]
+
+    @property
+    def precision(self) -> float:
+        return int(self.sample_covered.sum()) / len(self.sample_covered)
+
+    @property
+    def recall(self) -> float:
+        return float(((self.candidates >= 0) & (self.nearer <= self.k)).any(1).mean())
+
+
+def _likeliest_candidates(
+    nearer: torch.Tensor, col0: int, most: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the `most` columns with the fewest nearer neighbours (offset by col0; -1 where none qualifies)."""
+    top = torch.topk(nearer, min(most, nearer.shape[1]), 1, largest=False)
+    found = top.values < _NOT_A_CANDIDATE
+    return torch.where(found, top.indices + col0, -1), top.values
+
+
+_NOT_A_CANDIDATE = 1 << 30
+
+
+def manifold_coverage(
+    ref_features: np.ndarray,
+    sample_features: np.ndarray,
+    k: int = 3,
+    row_batch_size: int = 10000,
+    col_batch_size: int = 10000,
+    tile_rows: int = 2048,
+) -> Coverage:
+    """Ball memberships of ADM's improved precision and recall (Kynkaanniemi et al.).
+
+    Distances are squared Euclidean, computed per (row batch x column batch) block in float16 as ADM does, and in
+    float32 for a block holding a non-finite value. Blocks are processed in tiles of `tile_rows` rows, so memory
+    stays at one tile whatever the number of features.
+    """
+    ref = _DistanceOperand(ref_features)
+    sample = _DistanceOperand(sample_features)
+    ref_radii = _manifold_radii(ref, k, row_batch_size, col_batch_size, tile_rows)
+    if len(sample) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} feature vectors, got {len(sample)}")
+    listed = min(len(sample), NEIGHBOURS + 1)
+    near_dist, near_index = _nearest(sample, listed, row_batch_size, col_batch_size, tile_rows)
+
+    candidates = torch.full((len(ref), CANDIDATES), -1, dtype=torch.long)
+    nearer = torch.full((len(ref), CANDIDATES), _NOT_A_CANDIDATE, dtype=torch.long)
+    sample_covered = torch.zeros(len(sample), dtype=torch.bool)
+    for rows in _blocks(len(ref), row_batch_size):
+        for cols in _blocks(len(sample), col_batch_size):
+            lists = near_dist[cols[0] : cols[1]].contiguous()
+            ref_radii_block = ref_radii[rows[0] : rows[1]]
+
+            def coverage(d: torch.Tensor, r0: int, r1: int, lists=lists, rr=ref_radii_block, c0=cols[0]):
+                count = torch.searchsorted(lists, d.float().T.contiguous()).T  # listed points nearer than r
+                count = torch.where(count < listed, count, _NOT_A_CANDIDATE) if listed < len(sample) else count
+                return _likeliest_candidates(count, c0, CANDIDATES), (d <= rr[r0:r1, None]).any(0)
+
+            parts = _map_block(ref, rows, sample, cols, coverage, tile_rows)
+            block = slice(rows[0], rows[1])
+            new_index = torch.cat([p[0][0] for p in parts])
+            new_nearer = torch.cat([p[0][1] for p in parts])
+            both = torch.cat([candidates[block], new_index], 1)
+            both_nearer = torch.cat([nearer[block], new_nearer], 1)
+            top = torch.topk(both_nearer, CANDIDATES, 1, largest=False)
+            nearer[block] = top.values
+            candidates[block] = torch.gather(both, 1, top.indices)
+            for _, sample_part in parts:
+                sample_covered[cols[0] : cols[1]] |= sample_part
+    return Coverage(k, sample_covered.numpy(), near_index.numpy(), candidates.numpy(), nearer.numpy())
 
 
 def precision_recall(
@@ -185,32 +290,10 @@ def precision_recall(
     col_batch_size: int = 10000,
     tile_rows: int = 2048,
 ) -> tuple[float, float]:
-    """ADM's improved precision and recall (Kynkaanniemi et al.) of samples against references.
+    """ADM's improved precision and recall of samples against references.
 
     Precision is the fraction of samples inside some reference k-NN ball, recall the fraction of references
-    inside some sample ball. Distances are squared Euclidean, computed per (row batch x column batch) block in
-    float16 as ADM does, and in float32 for a block holding a non-finite value. Blocks are processed in tiles
-    of `tile_rows` rows, so memory stays at one tile whatever the number of features.
+    inside some sample ball (memberships as `manifold_coverage` computes them).
     """
-    ref = _DistanceOperand(ref_features)
-    sample = _DistanceOperand(sample_features)
-    ref_radii = _manifold_radii(ref, k, row_batch_size, col_batch_size, tile_rows)
-    sample_radii = _manifold_radii(sample, k, row_batch_size, col_batch_size, tile_rows)
-
-    ref_covered = torch.zeros(len(ref), dtype=torch.bool)
-    sample_covered = torch.zeros(len(sample), dtype=torch.bool)
-    for rows in _blocks(len(ref), row_batch_size):
-        for cols in _blocks(len(sample), col_batch_size):
-            sample_radii_block = sample_radii[cols[0] : cols[1]]
-            ref_radii_block = ref_radii[rows[0] : rows[1]]
-
-            def coverage(d: torch.Tensor, r0: int, r1: int, sr=sample_radii_block, rr=ref_radii_block):
-                return (d <= sr[None, :]).any(1), (d <= rr[r0:r1, None]).any(0)
-
-            parts = _map_block(ref, rows, sample, cols, coverage, tile_rows)
-            ref_covered[rows[0] : rows[1]] |= torch.cat([p[0] for p in parts])
-            for _, sample_part in parts:
-                sample_covered[cols[0] : cols[1]] |= sample_part
-    precision = int(sample_covered.sum()) / len(sample)
-    recall = int(ref_covered.sum()) / len(ref)
-    return precision, recall
+    coverage = manifold_coverage(ref_features, sample_features, k, row_batch_size, col_batch_size, tile_rows)
+    return coverage.precision, coverage.recall

@@ -16,7 +16,7 @@ import torch.nn as nn
 from guided_diffusion.attention import Processor
 from guided_diffusion.diffusion import GaussianDiffusion
 
-from .attention import attention_layers, resolve_layers
+from .attention import attention_layers, attention_plan, resolve_layers
 from .base import Guider
 from .classifier import network_kwargs
 from .execution import check_execution, fork_point, two_passes
@@ -58,10 +58,24 @@ class PAG(Guider):
         self.upstream_legacy_layout = upstream_legacy_layout
         self.execution = check_execution(execution)
 
+    def _separate_passes(self, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plain pass with gradients, the perturbed pass without (for a gradient through the plain eps only,
+        DPS + PAG): no activation of the perturbed pass is kept for backward."""
+        plain = self.call_model(x, t, **kwargs)
+        perturb_all = {name: [(slice(0, x.shape[0]), self.perturbation)] for name in self.layers}
+        with torch.no_grad(), attention_plan(self.model, perturb_all):
+            perturbed = self.call_model(x.detach(), t, **kwargs)
+        return plain, perturbed
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         with legacy_layouts(self.model) if self.upstream_legacy_layout else nullcontext():
             if not self.is_active(t):
                 return self.call_model(x, t, **kwargs)
-            plain, perturbed = two_passes(self.model, x, t, network_kwargs(self.model, kwargs),
-                                          dict.fromkeys(self.layers, self.perturbation), self.execution, self.fork_at)
+            if torch.is_grad_enabled() and x.requires_grad:
+                plain, perturbed = self._separate_passes(x, t, kwargs)
+            else:
+                plain, perturbed = two_passes(self.model, x, t, network_kwargs(self.model, kwargs),
+                                              dict.fromkeys(self.layers, self.perturbation), self.execution,
+                                              self.fork_at)
         return self.combine(plain, perturbed[:, : x.shape[1]], x.shape[1])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluations.bootstrap import BootstrapSettings
 from evaluations.evaluator import evaluate, write_json
 from evaluations.inception import FeatureBackend, load_backend
 from sampling.config import compose_config
@@ -28,6 +29,7 @@ from .tables import Row, Table, run_dir
 LOG = logging.getLogger("reproduce")
 SAMPLE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sample.py"
 METRICS = "metrics.json"
+FEATURES = "features.npz"  # the row's extracted features, for paired differences (evaluations/feature_store.py)
 LAUNCHERS = ("local", "mpiexec", "torchrun")
 
 
@@ -86,9 +88,13 @@ def reference_path(conf: dict[str, Any]) -> Path:
     return path
 
 
-def current_metrics(metrics_path: Path, sample_path: Path, num_samples: int) -> dict | None:
-    """The stored evaluation of this exact merged file, or None when it must be (re)computed."""
+def current_metrics(metrics_path: Path, sample_path: Path, num_samples: int,
+                    settings: BootstrapSettings) -> dict | None:
+    """The stored evaluation of this exact merged file with these intervals and its features kept, or None when it
+    must be (re)computed."""
     if not metrics_path.is_file() or metrics_path.stat().st_mtime < sample_path.stat().st_mtime:
+        return None
+    if not (metrics_path.parent / FEATURES).is_file():
         return None
     try:
         metrics = json.loads(metrics_path.read_text())
@@ -96,17 +102,22 @@ def current_metrics(metrics_path: Path, sample_path: Path, num_samples: int) -> 
         return None
     if metrics.get("sample") != str(sample_path) or metrics.get("num_samples") != num_samples:
         return None
+    recorded = {key: (metrics.get("bootstrap") or {}).get(key) for key in ("resamples", "seed", "level")}
+    if recorded != {"resamples": settings.resamples, "seed": settings.seed, "level": settings.level}:
+        return None
     return metrics
 
 
-def evaluate_row(conf: dict[str, Any], sample_path: Path, backend: Callable[[], FeatureBackend]) -> dict:
-    """The row's metrics, computed once per merged file and stored beside it."""
+def evaluate_row(conf: dict[str, Any], sample_path: Path, backend: Callable[[], FeatureBackend],
+                 settings: BootstrapSettings) -> dict:
+    """The row's metrics and intervals, computed once per merged file and stored beside it with its features."""
     metrics_path = Path(conf["out_dir"]) / METRICS
-    metrics = current_metrics(metrics_path, sample_path, conf["num_samples"])
+    metrics = current_metrics(metrics_path, sample_path, conf["num_samples"], settings)
     if metrics is not None:
         LOG.info("%s: already evaluated", conf["out_dir"])
         return metrics
-    metrics = evaluate(reference_path(conf), sample_path, backend())
+    metrics = evaluate(reference_path(conf), sample_path, backend(), settings=settings,
+                       features_path=Path(conf["out_dir"]) / FEATURES)
     write_json(metrics_path, metrics)
     return metrics
 
@@ -125,7 +136,9 @@ class LazyBackend:
 
 def reproduce(table: Table, out_root: Path, num_samples: int | None = None, launch: Launch = Launch(),
               evaluate_rows: bool = True, backend: str | None = None) -> dict[str, Path]:
-    """Sample (and evaluate) every row of `table`; returns each row's merged sample file by row name."""
+    """Sample (and evaluate) every row of `table`; returns each row's merged sample file by row name.
+
+    Intervals use `table.bootstrap`."""
     evaluator = LazyBackend(backend or table.backend)
     samples = {}
     for index, row in enumerate(table.rows, 1):
@@ -134,6 +147,6 @@ def reproduce(table: Table, out_root: Path, num_samples: int | None = None, laun
         LOG.info("[%d/%d] %s: %s", index, len(table.rows), row.name, " ".join(overrides))
         sample_path = sample_row(conf, overrides, launch)
         if evaluate_rows:
-            evaluate_row(conf, sample_path, evaluator)
+            evaluate_row(conf, sample_path, evaluator, table.bootstrap)
         samples[row.name] = sample_path
     return samples

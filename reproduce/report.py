@@ -18,6 +18,7 @@ from guided_diffusion.fileio import atomic_write
 from sampling.manifest import read_manifest
 
 from .driver import METRICS
+from .paired import paired_table
 from .paper import METRICS as METRIC_NAMES
 from .paper import paper_row
 from .plots import plot_ablation_bars, plot_sweep
@@ -35,26 +36,35 @@ class RowResult:
     metrics: dict[str, Any] | None  # the evaluator's JSON, None when not evaluated
     paper: dict[str, Any] | None  # the published entry, None when the papers report none
     code_version: str = ""  # of the run's last sampler launch
+    paired: dict[str, Any] | None = None  # reproduce.paired's comparison with the baseline row, None for a baseline
 
     def ours(self, metric: str) -> float | None:
         return None if self.metrics is None else self.metrics.get(_EVALUATOR_KEY[metric])
+
+    def interval(self, metric: str) -> list[float] | None:
+        return (((self.metrics or {}).get("bootstrap") or {}).get("intervals") or {}).get(_EVALUATOR_KEY[metric])
+
+    def difference(self, metric: str) -> dict[str, Any] | None:
+        """{difference, interval, excludes_zero} of this row minus its baseline, None when there is none."""
+        return ((self.paired or {}).get("metrics") or {}).get(_EVALUATOR_KEY[metric])
 
     def theirs(self, metric: str) -> float | None:
         return ((self.paper or {}).get("metrics") or {}).get(metric)
 
 
 def collect(table: Table, out_root: Path) -> list[RowResult]:
-    """What exists of each row under `out_root`."""
-    results = []
+    """What exists of each row under `out_root`, with each row's paired difference to its baseline."""
+    found = []
     for row in table.rows:
         directory = run_dir(out_root, table, row)
         manifest = read_manifest(directory) if directory.is_dir() else None
         metrics_path = directory / METRICS
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
         runs = (manifest or {}).get("runs") or [{}]
-        results.append(RowResult(row, (manifest or {}).get("config"), metrics, paper_row(table.name, row.name),
-                                 runs[-1].get("code_version", "")))
-    return results
+        found.append((row, (manifest or {}).get("config"), metrics, runs[-1].get("code_version", "")))
+    paired = paired_table(table, out_root, {row.name: config for row, config, _, _ in found})
+    return [RowResult(row, config, metrics, paper_row(table.name, row.name), version, paired.get(row.name))
+            for row, config, metrics, version in found]
 
 
 def _number(value: float | None, metric: str) -> str:
@@ -63,13 +73,65 @@ def _number(value: float | None, metric: str) -> str:
     return f"{value:.3f}" if metric in ("precision", "recall") else f"{value:.2f}"
 
 
+def _signed(value: float, metric: str, sign: bool) -> str:
+    return ("+" if sign and value > 0 else "") + _number(value, metric)
+
+
+def _with_interval(value: float, interval: list[float] | None, metric: str, sign: bool = False) -> str:
+    text = _signed(value, metric, sign)
+    return text + (f" [{_signed(interval[0], metric, sign)}, {_signed(interval[1], metric, sign)}]" if interval else "")
+
+
 def _cell(result: RowResult, metric: str) -> str:
     ours, theirs = result.ours(metric), result.theirs(metric)
     if ours is None:
         return f"— (paper {_number(theirs, metric)})" if theirs is not None else "—"
+    mine = _with_interval(ours, result.interval(metric), metric)
     if theirs is None:
-        return _number(ours, metric)
-    return f"{_number(ours, metric)} / {_number(theirs, metric)} ({ours - theirs:+.2f})"
+        return mine
+    return f"{mine} / {_number(theirs, metric)} ({ours - theirs:+.2f})"
+
+
+def _difference_cell(result: RowResult, metric: str) -> str:
+    entry = result.difference(metric)
+    if entry is None:
+        return "—"
+    text = _with_interval(entry["difference"], entry["interval"], metric, sign=True)
+    return f"**{text}**" if entry["excludes_zero"] else text
+
+
+HOW_TO_READ = (
+    "How to read: brackets are {level:g}% percentile bootstrap intervals ({resamples} resamples of the sample batch, "
+    "seed {seed}, reference fixed; docs/statistics.md). The second table gives each row minus its baseline row. "
+    "Rows share seeds (sample i of every row starts from the same noise), so the difference's interval comes from "
+    "the same resampled indices in both rows, and is usually much narrower than the two rows' own intervals "
+    "suggest: overlapping intervals above do not mean no difference. A **bold** difference has an interval that "
+    "excludes 0: at this sample count, the row differs from its baseline in that metric beyond resampling noise "
+    "(one of {count} comparisons in the table; expect about {expected} of them to exclude 0 by chance alone). "
+    "The intervals cover the sampling noise of this batch only, not the choice of seed list, reference or model."
+)
+
+
+def _paired_section(table: Table, results: list[RowResult]) -> list[str]:
+    compared = [r for r in results if r.paired is not None]
+    if not compared or not table.bootstrap.resamples:
+        return []
+    settings = table.bootstrap
+    count = len(compared) * len(METRIC_NAMES)
+    lines = ["", "## Paired differences to the baseline row", "",
+             HOW_TO_READ.format(level=100 * settings.level, resamples=settings.resamples, seed=settings.seed,
+                                count=count, expected=f"{count * (1 - settings.level):.1f}"), "",
+             "| row | baseline | " + " | ".join(f"Δ {_HEADER[m]}" for m in METRIC_NAMES) + " |",
+             "|---" * (len(METRIC_NAMES) + 2) + "|"]
+    labels = {r.row.name: r.row.label for r in results}
+    for result in compared:
+        baseline = labels[result.paired["baseline"]]
+        if "metrics" in result.paired:
+            cells = [_difference_cell(result, m) for m in METRIC_NAMES]
+        else:
+            cells = [f"not paired: {result.paired['reason']}"] + [""] * (len(METRIC_NAMES) - 1)
+        lines.append(f"| {result.row.label} | {baseline} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _status(result: RowResult) -> str:
@@ -99,7 +161,7 @@ def markdown(table: Table, results: list[RowResult], out_root: Path, command: st
             samples = str(result.metrics["num_samples"]) if result.metrics else _status(result)
             info = [samples, config["sampler"]["name"], describe_guidance(config), result.code_version]
         lines.append(f"| {row.label} | " + " | ".join(cells + info) + f" | `{row.command(table.overrides)}` |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _paired_section(table, results)) + "\n"
 
 
 def csv_text(table: Table, results: list[RowResult]) -> str:
@@ -109,7 +171,11 @@ def csv_text(table: Table, results: list[RowResult]) -> str:
     header = ["table", "row", "label"]
     for metric in METRIC_NAMES:
         header += [metric, f"{metric}_paper", f"{metric}_diff"]
-    writer.writerow(header + ["num_samples", "sampler", "guidance", "status", "command"])
+    header += ["num_samples", "sampler", "guidance", "status", "command", "baseline"]
+    for metric in METRIC_NAMES:
+        header += [f"{metric}_low", f"{metric}_high", f"{metric}_vs_baseline", f"{metric}_vs_baseline_low",
+                   f"{metric}_vs_baseline_high", f"{metric}_vs_baseline_excludes_zero"]
+    writer.writerow(header)
     for result in results:
         line = [table.name, result.row.name, result.row.label]
         for metric in METRIC_NAMES:
@@ -119,7 +185,11 @@ def csv_text(table: Table, results: list[RowResult]) -> str:
         config = result.config
         line += [(result.metrics or {}).get("num_samples", ""), config["sampler"]["name"] if config else "",
                  describe_guidance(config) if config else "", _status(result) or "done",
-                 result.row.command(table.overrides)]
+                 result.row.command(table.overrides), (result.paired or {}).get("baseline", "")]
+        for metric in METRIC_NAMES:
+            interval, entry = result.interval(metric) or [None, None], result.difference(metric) or {}
+            values = [*interval, entry.get("difference"), *(entry.get("interval") or [None, None])]
+            line += ["" if v is None else f"{v:.6g}" for v in values] + [entry.get("excludes_zero", "")]
         writer.writerow(line)
     return buffer.getvalue()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from evaluations.bootstrap import BootstrapSettings
 from guidance.build import short_layer
 from sampling.config import CONFIG_DIR
 from sampling.sweeps import SWEEPS, sweep_value
@@ -30,6 +31,7 @@ class Row:
     overrides: tuple[str, ...] = ()  # Hydra overrides on top of the exp
     label: str = ""  # what the table prints in its first column
     value: object = None  # ablation sweeps: the swept value (a figure's x)
+    baseline: str = ""  # the row (name) its paired differences are taken to; "" = the table's baseline
 
     def command(self, table_overrides: tuple[str, ...] = ()) -> str:
         """The command that samples this row on its own."""
@@ -48,10 +50,20 @@ class Table:
     sweep_key: str | None = None  # ablations: the swept config key (the x axis of their plots)
     report: str = ""  # where the table goes, without suffix (default results/<name>)
     grid_samples: int = 0  # also write a grid PNG of each row's first N samples beside the report
+    baseline: str = ""  # default baseline row (name) of paired differences; "" = the first row
+    bootstrap: BootstrapSettings = BootstrapSettings()  # resamples, seed and level of intervals and differences
 
     @property
     def report_stem(self) -> Path:
         return REPO / (self.report or f"results/{self.name}")
+
+    def baseline_of(self, row: Row) -> Row | None:
+        """The row `row` is compared with (paired: same seeds, same sample indices); None for a baseline itself."""
+        default = self.baseline or self.rows[0].name
+        if row.name == default or any(r.baseline == row.name for r in self.rows):
+            return None
+        name = row.baseline or default
+        return next(r for r in self.rows if r.name == name)
 
 
 def table_names() -> list[str]:
@@ -79,8 +91,9 @@ def sweep_table(sweep_name: str) -> Table:
             value=value)
         for value in sweep.values
     )
+    zero = [row.name for row in rows if row.value == 0]  # a scale sweep's unguided row, else the first row
     return Table(name=SWEEP_PREFIX + sweep_name, title=sweep.source, source=sweep.source, backend="torch", rows=rows,
-                 sweep_key=sweep.key)
+                 sweep_key=sweep.key, baseline=zero[0] if zero else "")
 
 
 def load_table(name: str) -> Table:
@@ -96,13 +109,17 @@ def load_table(name: str) -> Table:
         entry = {"exp": entry} if isinstance(entry, str) else entry
         overrides = tuple(entry.get("overrides", ()))
         rows.append(Row(name=entry.get("name", entry["exp"]), exp=entry["exp"], overrides=overrides,
-                        label=entry.get("label", entry.get("name", entry["exp"]))))
+                        label=entry.get("label", entry.get("name", entry["exp"])), baseline=entry.get("baseline", "")))
     names = [row.name for row in rows]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: row names repeat ({names}); give repeated exps a `name`")
+    unknown = sorted({b for b in [data.get("baseline", ""), *(row.baseline for row in rows)] if b} - set(names))
+    if unknown:
+        raise ValueError(f"{path}: baseline {unknown[0]!r} is not a row name; choose one of {names}")
     return Table(name=name, title=data["title"], source=data["source"], backend=data["backend"], rows=tuple(rows),
                  overrides=tuple(data.get("overrides", ())), report=data.get("report", ""),
-                 grid_samples=int(data.get("grid_samples", 0)))
+                 grid_samples=int(data.get("grid_samples", 0)), baseline=data.get("baseline", ""),
+                 bootstrap=BootstrapSettings(**data.get("bootstrap", {})))
 
 
 def run_dir(out_root: Path, table: Table, row: Row) -> Path:

@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+COMPOSITION_KEYS = {"combine", "interval"}
 
 
 def experiments() -> list[str]:
@@ -34,6 +35,8 @@ def group_keys(group: str, choice: str) -> set[str] | None:
         return None
     data = OmegaConf.to_container(OmegaConf.load(path))
     keys = set(data) - {"defaults"}
+    if group == "guidance" and choice != "none":
+        keys |= COMPOSITION_KEYS  # any method takes a combination rule and an interval (guidance.build)
     for entry in data.get("defaults", []):
         if isinstance(entry, dict):
             keys.update(key.split("@")[-1].lstrip("/") for key in entry)

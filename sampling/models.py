@@ -114,9 +114,10 @@ def make_diffusion(model_cfg: Mapping[str, Any], sampler_cfg: Mapping[str, Any])
     return create_diffusion(**model_cfg["diffusion"], timestep_respacing=str(sampler_cfg["timestep_respacing"]))
 
 
-def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cfg: Mapping[str, Any]) -> nn.Module:
+def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cfg: Mapping[str, Any],
+                     weak_model: nn.Module | None = None) -> nn.Module:
     """What the sampler calls: a guider, or the model itself (labels dropped when it is unconditional)."""
-    net = build_guider(model, diffusion, guidance_cfg)
+    net = build_guider(model, diffusion, guidance_cfg, weak_model=weak_model)
     if net is model and getattr(model, "num_classes", None) is None:
         return DropLabels(model)
     return net

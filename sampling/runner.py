@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from guidance.build import is_stochastic, set_generators
+from guidance.build import is_stochastic, set_generators, set_samples
 from guided_diffusion.checkpoints import CheckpointError
 from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
 
@@ -39,6 +39,7 @@ from . import manifest as mf
 from .config import group_keys
 from .dist import RankInfo, discover, select_device
 from .errors import SamplingError
+from .inverse import InverseProblem, inverse_problem
 from .merge import check_merged, merge_shards
 from .models import (
     PRECISIONS,
@@ -135,6 +136,13 @@ def validate(conf: Mapping[str, Any]) -> None:
                 f"{group}={choice} does not use {', '.join(f'{group}.{key}' for key in stray)} (set for another "
                 f"{group}, e.g. by the experiment); remove it with {' '.join(f'~{group}.{key}' for key in stray)}"
             )
+    inverse = conf.get("inverse") or {}
+    if inverse.get("name", "none") != "none":
+        if sampler["use_ddim"]:
+            raise SamplingError("inverse=dps corrects DDPM ancestral steps, but sampler.use_ddim is true; choose a "
+                                "DDPM sampler (the paper's: sampler=ddpm1000)")
+        if conf["guidance"].get("name", "none") not in ("none", "pag"):
+            raise SamplingError(f"inverse=dps runs with guidance=none or guidance=pag, not {conf['guidance']['name']}")
     classifier = conf["classifier"]
     if classifier.get("name", "none") != "none":
         size = classifier["model"]["network"]["image_size"]
@@ -217,6 +225,7 @@ class Sampler:
     conf: Mapping[str, Any]
     precision: str = "fp32"  # what conf["precision"] resolved to on this device; recorded in every shard
     compiled: bool = False
+    inverse: InverseProblem | None = None  # DPS: sample i reconstructs ground-truth image i
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -232,14 +241,21 @@ class Sampler:
                                     perturbation=is_stochastic(conf["guidance"]))
         if streams.perturbation_generators is not None:
             set_generators(self.net, streams.perturbation_generators)
+        set_samples(self.net, list(range(m * size, (m + 1) * size)))
         sampler = conf["sampler"]
+        net, measurement_fn, labels = self.net, None, streams.labels
+        if self.inverse is not None:
+            indices = range(m * size, (m + 1) * size)
+            net, measurement_fn = self.inverse.term(self.diffusion, self.net, indices, self.device)
+            labels = torch.tensor(list(indices))  # the ground-truth image index of every sample
         x = self.diffusion.sample_loop(
-            self.net, (size, channels, height, width), noise=streams.x_T.to(self.device),
+            net, (size, channels, height, width), noise=streams.x_T.to(self.device),
             clip_denoised=bool(sampler["clip_denoised"]), cond_fn=self.cond_fn,
             model_kwargs={"y": streams.labels.to(self.device)}, use_ddim=bool(sampler["use_ddim"]),
             eta=float(sampler["eta"]), noise_fn=lambda like: streams.noise().to(like.device),
+            measurement_fn=measurement_fn,
         )
-        return quantize_uint8(x).cpu().numpy(), streams.labels.numpy().astype(np.int64)
+        return quantize_uint8(x).cpu().numpy(), labels.numpy().astype(np.int64)
 
     def sample(self, start: int, end: int, on_micro_batch: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray]:
         size = self.conf["micro_batch"]
@@ -264,9 +280,12 @@ def build_sampler(conf: Mapping[str, Any], device: torch.device, compile_network
     if compiled:
         compile_model(model, speed)
     diffusion = make_diffusion(conf["model"], conf["sampler"])
-    net = sampling_network(model, diffusion, conf["guidance"])
+    weak_cfg = conf["guidance"].get("weak_model")  # autoguidance: a second, weaker network of the same kind
+    weak = load_model(weak_cfg, conf["paths"]["checkpoints"], device, precision) if weak_cfg else None
+    net = sampling_network(model, diffusion, conf["guidance"], weak)
     cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
-    return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled)
+    return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled,
+                          inverse_problem(conf))
 
 
 class Progress:
@@ -477,6 +496,8 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
         _configure_torch(conf, device)
         try:
             _, sampler = build_sampler(conf, device)
+            if sampler.inverse is not None:
+                sampler.inverse.check_count(job.num_samples)
         except CheckpointError:
             raise
         except ValueError as err:  # the builders' messages name the bad key and the valid choices
@@ -497,6 +518,10 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
                 progress.close()
         path = job.merge(refs, manifest)
         LOG.info("merged %d samples into %s", job.num_samples, path)
+        if sampler.inverse is not None:
+            with writing("the reconstructions file", layout.out_dir):
+                outputs = sampler.inverse.write_outputs(layout.out_dir, path, job.num_samples)
+            LOG.info("reconstructions, measurements, ground truths and image ids in %s", outputs)
         return path
     except Exception as err:
         if not rank.is_main:

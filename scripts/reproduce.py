@@ -4,6 +4,7 @@
     python scripts/plan.py table1                           # what it will cost (make reproduce-table1 PLAN=1)
     python scripts/reproduce.py demo                        # the offline demo (make demo)
     python scripts/reproduce.py table1 --launcher mpiexec --ngpu 8 --num-samples 5000
+    python scripts/reproduce.py table1 --bootstrap 200          # intervals from 200 resamples (docs/statistics.md)
 
 Tables: configs/tables/*.yaml and ablation_<sweep> (python -m sampling.sweeps --list). Rerunning resumes: rows
 already sampled or evaluated are skipped (reproduce/driver.py).
@@ -12,6 +13,7 @@ already sampled or evaluated are skipped (reproduce/driver.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shlex
 import sys
@@ -37,9 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", help="evaluator backend instead of the table's (torch, tf, digits)")
     parser.add_argument("--report", type=Path, help="write REPORT.md/.csv instead of the table's default")
     parser.add_argument("--no-eval", action="store_true", help="sample only")
+    parser.add_argument("--bootstrap", type=int, metavar="N",
+                        help="bootstrap resamples (default: the table's; 0: off)")
+    parser.add_argument("--bootstrap-seed", type=int, help="seed of the resamples (default: the table's)")
+    parser.add_argument("--confidence", type=float, help="interval confidence level (default: the table's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     table = load_table(args.table)
+    chosen = {"resamples": args.bootstrap, "seed": args.bootstrap_seed, "level": args.confidence}
+    try:
+        table = dataclasses.replace(table, bootstrap=dataclasses.replace(
+            table.bootstrap, **{key: value for key, value in chosen.items() if value is not None}))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
         samples = reproduce(table, args.out_root, args.num_samples, Launch(args.launcher, args.ngpu),

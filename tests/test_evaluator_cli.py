@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from evaluations import evaluator, inception, refs
+from evaluations.bootstrap import BootstrapSettings
+from evaluations.feature_store import load_features
 from evaluations.metrics import feature_statistics, frechet_distance, inception_score, precision_recall
 from evaluations.npz_io import NpzImages, save_npz_atomic
 from guided_diffusion.fileio import download
@@ -100,6 +102,40 @@ def test_sample_statistics_are_read_when_stored_and_computed_for_a_plain_referen
     assert results["ref_statistics"] == "computed" and results["sample_statistics"] == "stored"
     ref_pool, _ = fake_backend.features(ref_images)
     assert results["fid"] == frechet_distance(stats["mu"], stats["sigma"], *feature_statistics(ref_pool))
+
+
+def test_intervals_are_recorded_and_printed_after_the_five_lines_only_when_asked(batches, fake_backend, capsys):
+    directory = batches[0]
+    ref, sample = directory / "ref.npz", directory / "sample.npz"
+    plain, _ = _main(capsys, ref, sample, "--bootstrap", "40", "--json", directory / "a.json")
+    out, _ = _main(capsys, ref, sample, "--bootstrap", "40", "--bootstrap-seed", "3", "--confidence", "0.9",
+                   "--print-intervals", "--save-features", directory / "f.npz", "--json", directory / "b.json")
+    assert out.splitlines()[:5] == plain.splitlines() and len(plain.splitlines()) == 5
+    assert [line.split(" 90% interval")[0] for line in out.splitlines()[5:]] == [
+        "Inception Score", "FID", "sFID", "Precision", "Recall"]
+    first, second = (json.loads((directory / name).read_text())["bootstrap"] for name in ("a.json", "b.json"))
+    assert (first["resamples"], first["seed"], first["level"], first["method"]) == (40, 0, 0.95, "percentile")
+    assert second["seed"] == 3 and first["intervals"] != second["intervals"]
+    results = json.loads((directory / "b.json").read_text())
+    for key, (low, high) in second["intervals"].items():
+        assert low <= high and f"[{low}, {high}]" in out, key
+    sample_features, reference, source = load_features(directory / "f.npz")
+    assert source == "computed" and len(sample_features) == results["num_samples"] == 70
+    _main(capsys, ref, sample, "--bootstrap", "0", "--json", directory / "c.json")
+    assert json.loads((directory / "c.json").read_text())["bootstrap"] == {
+        "resamples": 0, "seed": 0, "level": 0.95, "method": "percentile"}
+
+
+def test_a_sample_batch_with_stored_statistics_gets_no_fid_interval(tmp_path, fake_backend):
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(12, 12)), rng.normal(size=(48, 48))
+    stats = {"mu": rng.normal(size=12), "sigma": a @ a.T, "mu_s": rng.normal(size=48), "sigma_s": b @ b.T}
+    np.savez(tmp_path / "ref.npz", arr_0=_images(3, 25))
+    np.savez(tmp_path / "sample.npz", arr_0=_images(5, 20), **stats)
+    record = evaluator.evaluate(tmp_path / "ref.npz", tmp_path / "sample.npz", fake_backend,
+                                settings=BootstrapSettings(resamples=10))["bootstrap"]
+    assert set(record["intervals"]) == {"inception_score", "precision", "recall"}
+    assert "stores its own statistics" in record["note"]
 
 
 @pytest.mark.parametrize(

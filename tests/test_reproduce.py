@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from reproduce import tables
 from reproduce.driver import Launch, reproduce
 from reproduce.paper import METRICS, paper_numbers
 from reproduce.report import collect, csv_text, markdown, write_report
@@ -74,14 +76,24 @@ def test_smoke_chain_samples_evaluates_tabulates_and_resumes(smoke_table, tmp_pa
                for row in smoke_table.rows}
     assert all(m["backend"] == "digits" and m["num_samples"] == 8 for m in metrics.values())
     assert metrics["smoke_none"]["fid"] != metrics["smoke_pag"]["fid"]  # PAG changed the samples
-    md, csv = write_report(smoke_table, out_root, tmp_path / "report" / "smoke", "test")
+    low, high = metrics["smoke_pag"]["bootstrap"]["intervals"]["fid"]
+    md, csv_path = write_report(smoke_table, out_root, tmp_path / "report" / "smoke", "test")
     text = md.read_text()
-    assert f"{metrics['smoke_pag']['fid']:.2f}" in text and "not Inception" in text
-    assert csv.read_text().count("done") == 2
+    assert f"{metrics['smoke_pag']['fid']:.2f} [{low:.2f}, {high:.2f}]" in text and "not Inception" in text
+    assert csv_path.read_text().count("done") == 2
+    # the PAG row minus the unguided row, paired over the same resampled indices
+    difference = metrics["smoke_pag"]["fid"] - metrics["smoke_none"]["fid"]
+    assert "## Paired differences to the baseline row" in text and "How to read" in text
+    assert f"| random net / PAG s=3 | random net / none | {difference:+.2f} [" in text.replace("**", "")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert rows[0]["fid_vs_baseline"] == "" and float(rows[1]["fid_vs_baseline"]) == pytest.approx(difference, 1e-5)
+    assert rows[1]["baseline"] == "smoke_none" and rows[1]["fid_vs_baseline_excludes_zero"] in ("True", "False")
 
     stamps = {p: p.stat().st_mtime_ns for p in out_root.rglob("*") if p.is_file()}
     reproduce(smoke_table, out_root, num_samples=8, launch=Launch())  # everything is done: nothing is rewritten
+    write_report(smoke_table, out_root, tmp_path / "report" / "smoke", "test")  # paired differences are cached
     assert stamps == {p: p.stat().st_mtime_ns for p in out_root.rglob("*") if p.is_file()}
+    assert md.read_text() == text
 
 
 def test_sweep_table_gets_its_figure(smoke_table, tmp_path):
@@ -99,3 +111,24 @@ def test_launch_commands():
     assert "--nproc_per_node=4" in Launch("torchrun", 4).command([])
     with pytest.raises(ValueError, match="launcher"):
         Launch("srun", 2)
+
+
+def test_paired_baselines_per_table():
+    table1 = load_table("table1")
+    baselines = {row.name: getattr(table1.baseline_of(row), "name", None) for row in table1.rows}
+    assert baselines == {"adm256_uncond_baseline": None, "adm256_uncond_sag08": "adm256_uncond_baseline",
+                         "adm256_uncond_pag": "adm256_uncond_baseline", "adm256_cond_baseline": None,
+                         "adm256_cond_sag02": "adm256_cond_baseline", "adm256_cond_pag": "adm256_cond_baseline"}
+    sag = load_table("sag")
+    assert [row.name for row in sag.rows if sag.baseline_of(row) is None] == [
+        row.name for row in sag.rows if row.name.endswith("_baseline")]
+    scale = load_table("ablation_pag_scale")
+    assert scale.baseline_of(scale.rows[0]) is None and scale.baseline_of(scale.rows[3]).value == 0
+    assert load_table("demo").bootstrap.resamples == 1000
+
+
+def test_an_unknown_baseline_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "TABLE_DIR", tmp_path)
+    (tmp_path / "bad.yaml").write_text("title: t\nsource: s\nbackend: digits\nbaseline: nope\nrows: [smoke]\n")
+    with pytest.raises(ValueError, match="baseline 'nope' is not a row name"):
+        load_table("bad")
