@@ -17,8 +17,7 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_pag_step import CLOCKS, timed  # noqa: E402
 from sampling.config import compose_config  # noqa: E402
 from sampling.dist import RankInfo  # noqa: E402
 from sampling.runner import build_sampler, run  # noqa: E402
@@ -58,22 +58,15 @@ def bare_pass(conf: dict[str, Any]) -> None:
             use_ddim=bool(sampler_conf["use_ddim"]), eta=float(sampler_conf["eta"]))
 
 
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def overhead(exp: str, num_samples: int, pairs: int, device: str, root: Path) -> tuple[float, float, float]:
+def overhead(exp: str, num_samples: int, pairs: int, device: str, root: Path, clock: str
+             ) -> tuple[float, float, float]:
     """(median runner s, median bare s, median runner / bare) over interleaved pairs, each run in a fresh dir."""
     runner_s, bare_s = [], []
     for i in range(pairs):
         conf = run_config(exp, num_samples, device, root / f"{exp}_{i}")
         torch.set_num_threads(int(conf.get("cpu_threads") or torch.get_num_threads()))
-        runner_s.append(timed(lambda conf=conf: runner_pass(conf)))
-        bare_s.append(timed(lambda conf=conf: bare_pass(conf)))
+        runner_s.append(timed(lambda conf=conf: runner_pass(conf), clock))
+        bare_s.append(timed(lambda conf=conf: bare_pass(conf), clock))
     ratio = statistics.median(r / b for r, b in zip(runner_s, bare_s, strict=True))
     return statistics.median(runner_s), statistics.median(bare_s), ratio
 
@@ -86,19 +79,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=None, help="interleaved runner/bare pairs (default 3)")
     parser.add_argument("--all-demos", action="store_true", help="samples/s of every demo row through the runner")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time, or process CPU time (fairer on a shared CPU; leaves out waiting for disk)")
     args = parser.parse_args(argv)
     exp = args.exp or ("smoke" if args.quick else "demo_uncond_pag")
     num_samples = args.num_samples or (8 if args.quick else 64)
     pairs = args.pairs or (2 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="bench_sampling_") as tmp:
         root = Path(tmp)
-        runner_s, bare_s, ratio = overhead(exp, num_samples, pairs, args.device, root)
+        runner_s, bare_s, ratio = overhead(exp, num_samples, pairs, args.device, root, args.clock)
         print(f"{exp}: {num_samples} samples, runner {runner_s:.2f} s, bare loop {bare_s:.2f} s, runner overhead "
-              f"{(ratio - 1) * 100:+.1f} % (median of {pairs} interleaved pairs); "
+              f"{(ratio - 1) * 100:+.1f} % (median of {pairs} interleaved pairs, {args.clock} clock); "
               f"{num_samples / runner_s:.2f} samples/s through the runner")
         rates = {}
         for demo in DEMOS if args.all_demos else []:
-            seconds = timed(lambda demo=demo: runner_pass(run_config(demo, num_samples, args.device, root / demo)))
+            seconds = timed(lambda demo=demo: runner_pass(run_config(demo, num_samples, args.device, root / demo)),
+                            args.clock)
             rates[demo] = num_samples / seconds
             print(f"{demo}: {num_samples} samples in {seconds:.1f} s = {rates[demo]:.2f} samples/s")
     fields = [f"runner_overhead_pct={(ratio - 1) * 100:.2f}", f"samples_per_s={num_samples / runner_s:.3f}"]
