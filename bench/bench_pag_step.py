@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"error: ours and the re-creation disagree by {worst:.3e} at batch {batch}; timings would not "
                      "compare")
         medians, ratios = interleaved(fns, pairs, "reference", args.clock)
-        auto = "ours" if args.unguided else auto_execution(device, batch)
+        auto = "ours" if args.unguided else auto_execution(x, model_channels)
         chosen = ratios.get(auto, ratios[next(iter(ratios))])
         peaks = {name: peak_memory_mib(fn) for name, fn in fns.items()} if device.type == "cuda" else {}
         row = " ".join(f"{name} {medians[name] * 1e3:.1f} ms ({ratios[name]:.3f}x, {batch / medians[name]:.1f} "

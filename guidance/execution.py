@@ -29,9 +29,12 @@ from .attention import attention_layers, attention_plan
 
 EXECUTIONS = ("batched", "sequential", "auto")
 
-# CPU: batched only where the 2B call measured faster (batch 1: PyTorch runs the 1x1 convolutions of a batch of 1
-# through a slower path that the batch of 2 escapes). See results/bench.md, "Execution of the two passes".
-CPU_BATCHED_MAX_BATCH = 1
+# CPU: batched while the 2B batch's activations at the network's full resolution (2B x H x W x model_channels
+# elements) stay within this many elements (16 MiB in float32); above it a 2B batch of large feature maps runs at a
+# lower per-sample rate than two B batches (cache). Measured with bench/bench_pag_step.py, results/bench.md
+# ("Execution of the two passes"): batched won at 64 px, width 64, batch 1 and 4 (0.5M, 2.1M elements), sequential at
+# 256 px, width 64, batch 1 (8.4M).
+CPU_BATCHED_MAX_ELEMENTS = 4 * 2**20
 # CUDA: a hypothesis, not measured yet: small batches leave the GPU idle between kernels, so one 2B call should win
 # until the batch fills the device.
 CUDA_BATCHED_MAX_BATCH = 16
@@ -43,10 +46,12 @@ def check_execution(execution: str) -> str:
     return execution
 
 
-def auto_execution(device: torch.device, batch: int) -> str:
-    """The `auto` rule: batched up to a device-dependent batch size, sequential above it."""
-    limit = CUDA_BATCHED_MAX_BATCH if device.type == "cuda" else CPU_BATCHED_MAX_BATCH
-    return "batched" if batch <= limit else "sequential"
+def auto_execution(x: torch.Tensor, width: int) -> str:
+    """The `auto` rule for input x (B, C, H, W) and a network whose first blocks have `width` channels."""
+    if x.device.type == "cuda":
+        return "batched" if x.shape[0] <= CUDA_BATCHED_MAX_BATCH else "sequential"
+    elements = 2 * x.shape[0] * x.shape[2:].numel() * width
+    return "batched" if elements <= CPU_BATCHED_MAX_ELEMENTS else "sequential"
 
 
 def fork_point(model: nn.Module, layers: list[str]) -> str | None:
@@ -72,7 +77,7 @@ def two_passes(model: nn.Module, x: torch.Tensor, t: torch.Tensor, kwargs: Mappi
     """
     batch = x.shape[0]
     if check_execution(execution) == "auto":
-        execution = auto_execution(x.device, batch)
+        execution = auto_execution(x, getattr(model, "model_channels", x.shape[1]))
     hosts = attention_layers(model)
     if execution == "batched":
         plan = {name: [(slice(0, batch), hosts[name].attention.processor), (slice(batch, 2 * batch), processor)]
