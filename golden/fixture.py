@@ -142,7 +142,8 @@ class Fixture:
             data = torch.load(path, map_location="cpu", weights_only=True)
             sidecar = json.loads(sidecar_path.read_text())
         except Exception as err:  # noqa: BLE001 - any load failure means "cannot interpret"
-            raise FixtureError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
+            raise FixtureError(f"{path}: cannot be read ({type(err).__name__}: {err}); copy the fixture and its "
+                               f"{sidecar_path.name} again from the golden set (../shared/golden/)") from err
         if not isinstance(data, dict):
             raise FixtureError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
         return cls(path, data, sidecar, _sidecar_tolerances(sidecar))

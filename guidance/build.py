@@ -37,6 +37,26 @@ from .windows import Window, window_from_config
 STOCHASTIC = {"random_mask", "offdiag_mask", "additive_noise", "token_shuffle"}
 STOCHASTIC_METHODS = {"tpg", "tsg", "icg"}
 METHODS = ("none", "pag", "sag", "seg", "tpg", "tsg", "icg", "autoguidance")
+# Ranges and choices of the guidance keys; their types come from configs/guidance/**.yaml (sampling.schema). A new
+# key needs an entry here only if a type does not say what is allowed.
+CONFIG_RULES = {
+    "guidance.threshold": {"min": 0.0},
+    "guidance.blur_sigma": {"above": 0.0},
+    "guidance.blur_kernel": {"min": 1, "pattern": "[0-9]*[13579]", "allowed": "an odd integer >= 1", "example": 31},
+    "guidance.map_heads": {"choices": ("unet", "block")},
+    "guidance.window": {"type": "list", "allowed": "null or [start, end] in sampler step indices", "example": [24, 0]},
+    "guidance.perturbation.p": {"min": 0.0, "max": 1.0},
+    "guidance.perturbation.sigma": {"min": 0.0},
+    "guidance.perturbation.kernel_size": {"min": 1},
+    "guidance.sigma": {"above": 0.0},
+    "guidance.noise_scale": {"min": 0.0},
+    "guidance.first_blocks": {"type": "int", "min": 1, "allowed": "null (every block) or N >= 1", "example": 4},
+    "guidance.interval.unit": {"choices": ("sigma", "timestep")},
+    "guidance.combine.name": {"choices": ("apg",)},
+    "guidance.combine.norm_threshold": {"min": 0.0},
+    "guidance.combine.space": {"choices": ("x0", "eps")},
+    "guidance.combine.form": {"choices": ("paper", "diffusers")},
+}
 
 
 def build_perturbation(cfg: Mapping[str, Any], generator: Generators = None) -> Processor:
@@ -183,15 +203,19 @@ def describe_guidance(conf: Mapping[str, Any]) -> str:
         parts.append(f"{name.upper()} s={guidance['scale']:g}{blur} {layers}")
     elif name == "tsg":
         parts.append(f"TSG s={guidance['scale']:g} noise={guidance.get('noise_scale', 1.0):g} "
-                     f"alpha={guidance.get('power', 0.0):g} N={guidance.get('first_blocks')}")
-    elif name in ("icg", "autoguidance"):
-        parts.append(f"{'ICG' if name == 'icg' else 'AutoG'} s={guidance['scale']:g}")
+                     f"alpha={guidance.get('power', 0.0):g} N={guidance.get('first_blocks') or 'all'}")
+    elif name == "icg":
+        parts.append(f"ICG s={guidance['scale']:g}")
+    elif name == "autoguidance":
+        parts.append(f"AutoG s={guidance['scale']:g} weak={(guidance.get('weak_model') or {}).get('name')}")
     combine, interval = guidance.get("combine"), guidance.get("interval")
     if combine:
         parts[-1] += (f" APG(eta={combine.get('eta', 0.0):g}, r={combine.get('norm_threshold', 2.5):g}, "
                       f"beta={combine.get('momentum', -0.75):g})")
     if interval:
-        parts[-1] += f" in {interval.get('unit', 'sigma')} ({interval['low']:g}, {interval['high']:g}]"
+        low, high = interval["low"], interval["high"]
+        parts[-1] += (f" at t in [{low:g}, {high:g}]" if interval.get("unit") == "timestep"
+                      else f" at sigma in ({low:g}, {high:g}]")
     if classifier.get("name", "none") != "none":
         parts.append(f"CG s={classifier['scale']:g}")
     return " + ".join(parts) or "none"

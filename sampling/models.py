@@ -30,6 +30,11 @@ from .errors import SamplingError
 def checkpoint_path(name: str, directory: str | Path) -> Path:
     """Where a checkpoint must be; a missing file raises with the command that downloads it."""
     path = Path(directory) / f"{name}.pt"
+    if not path.is_file() and name not in REGISTRY:
+        raise SamplingError(
+            f"checkpoint {path} not found; {name} is not a released checkpoint, so train it (e.g. configs/train/) or "
+            f"set paths.checkpoints=DIR to the folder that holds {name}.pt"
+        )
     if not path.is_file():
         raise SamplingError(
             f"checkpoint {path} not found; download it with `{CLI} download {name} --dir {directory}` "
@@ -39,6 +44,16 @@ def checkpoint_path(name: str, directory: str | Path) -> Path:
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# Ranges and choices of the model and sampler keys (their types come from the YAML files; sampling.schema).
+CONFIG_RULES = {
+    "precision": {"choices": PRECISIONS},
+    "sampler.timestep_respacing": {
+        "pattern": r"(ddim)?[0-9]+|[0-9]+(,[0-9]+)+",
+        "allowed": "N (N evenly spaced steps), ddimN (N steps of one stride, DDIM) or N1,N2,... (steps per section)",
+        "example": "ddim25",
+    },
+    "sampler.eta": {"min": 0.0},
+}
 
 
 def resolve_precision(precision: str, use_fp16: bool, device: torch.device) -> str:

@@ -31,18 +31,21 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from guidance.build import CONFIG_RULES as GUIDANCE_RULES
 from guidance.build import is_stochastic, set_generators, set_samples
 from guided_diffusion.checkpoints import CheckpointError
 from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
 
 from . import manifest as mf
-from .config import group_keys
-from .dist import RankInfo, discover, select_device
-from .errors import SamplingError
+from .config import group_keys, sample_schema
+from .dist import DEVICES, RankInfo, discover, select_device
+from .errors import ConfigError, SamplingError
 from .inverse import InverseProblem, inverse_problem
 from .merge import check_merged, merge_shards
 from .models import (
-    PRECISIONS,
+    CONFIG_RULES as MODEL_RULES,
+)
+from .models import (
     checkpoint_path,
     classifier_fn,
     compile_model,
@@ -53,6 +56,7 @@ from .models import (
 )
 from .png import export_pngs, remove_png_temp_files
 from .rng import LABEL_PROTOCOLS, MicroBatchStreams
+from .schema import check_config
 from .shards import (
     CorruptShard,
     ShardRef,
@@ -71,60 +75,56 @@ POLL_S = 2.0
 
 
 # ------------------------------------------------------------------------------------------------------ validation
-def _positive_int(conf: Mapping[str, Any], key: str, minimum: int = 1) -> int:
-    value = conf.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SamplingError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
+# Ranges and choices of the top-level keys (their types come from the YAML files; sampling.schema).
+CONFIG_RULES = {
+    "num_samples": {"min": 1, "max": MAX_SAMPLES},
+    "batch_size": {"min": 1},
+    "micro_batch": {"min": 1},
+    "seed": {"min": 0},
+    "cpu_threads": {"min": 1},
+    "wait_timeout_s": {"above": 0, "type": "float"},  # seconds; the YAML default is a whole number
+    "device": {"choices": DEVICES},
+    "labels.protocol": {"choices": LABEL_PROTOCOLS},
+    "labels.num_classes": {"min": 1},
+}
 
 
 def validate(conf: Mapping[str, Any]) -> None:
-    """Reject settings that cannot work together, each with one sentence naming the keys involved."""
+    """Reject unknown keys and values of the wrong type or range, then settings that cannot work together, each
+    with one sentence naming the keys involved (ConfigError: the scripts exit with status 2)."""
+    check_config(conf, sample_schema(), {**CONFIG_RULES, **MODEL_RULES, **GUIDANCE_RULES})
     model = conf.get("model")
     if not isinstance(model, Mapping) or "network" not in model:
-        raise SamplingError("no model is configured: choose an experiment with +exp=NAME (files in configs/exp/)")
+        raise ConfigError("no model is configured: choose an experiment with +exp=NAME (files in configs/exp/)")
     network = model["network"]
     if network.get("kind") != "unet":
-        raise SamplingError(
+        raise ConfigError(
             f"model {model.get('name')!r} is a {network.get('kind')} network; the sampler needs a diffusion U-Net "
             "(kind unet): choose one of the *_diffusion models"
         )
     if model.get("checkpoint") is None and not isinstance(model.get("init_seed"), int):
-        raise SamplingError(f"model {model.get('name')!r} has no checkpoint, so it needs an integer init_seed")
-    num_samples = _positive_int(conf, "num_samples")
-    if num_samples > MAX_SAMPLES:
-        raise SamplingError(f"num_samples must be at most {MAX_SAMPLES}, got {num_samples}")
-    batch_size = _positive_int(conf, "batch_size")
-    micro_batch = _positive_int(conf, "micro_batch")
+        raise ConfigError(f"model {model.get('name')!r} has no checkpoint, so it needs an integer init_seed")
+    num_samples, batch_size, micro_batch = conf["num_samples"], conf["batch_size"], conf["micro_batch"]
     if batch_size % micro_batch:
-        raise SamplingError(
+        raise ConfigError(
             f"batch_size ({batch_size}, samples per shard) must be a multiple of micro_batch ({micro_batch}, samples "
             f"per network call); e.g. batch_size={micro_batch * max(1, batch_size // micro_batch)}"
         )
-    _positive_int(conf, "seed", minimum=0)
-    if conf.get("precision", "auto") not in PRECISIONS:
-        raise SamplingError(f"precision must be one of {', '.join(PRECISIONS)}, got {conf.get('precision')!r}")
-    if conf.get("cpu_threads") is not None:
-        _positive_int(conf, "cpu_threads")
-    if not float(conf.get("wait_timeout_s", 0)) > 0:
-        raise SamplingError(f"wait_timeout_s must be positive, got {conf.get('wait_timeout_s')!r}")
     labels = conf["labels"]
-    if labels["protocol"] not in LABEL_PROTOCOLS:
-        raise SamplingError(f"labels.protocol must be one of {LABEL_PROTOCOLS}, got {labels['protocol']!r}")
-    num_classes = _positive_int(labels, "num_classes")
+    num_classes = labels["num_classes"]
     if network.get("num_classes") not in (None, num_classes):
-        raise SamplingError(
+        raise ConfigError(
             f"labels.num_classes={num_classes} but the model is conditional on {network['num_classes']} classes; "
             f"set labels.num_classes={network['num_classes']}"
         )
     if labels["protocol"] == "balanced" and num_samples % num_classes:
-        raise SamplingError(
+        raise ConfigError(
             f"labels.protocol=balanced gives every class num_samples / {num_classes} samples, so num_samples must be "
             f"a multiple of {num_classes}, got {num_samples}"
         )
     sampler = conf["sampler"]
     if float(sampler.get("eta", 0.0)) != 0.0 and not sampler["use_ddim"]:
-        raise SamplingError(
+        raise ConfigError(
             f"sampler.eta={sampler['eta']} only applies to DDIM, but sampler.use_ddim is false; use a DDIM sampler "
             "(e.g. sampler=ddim25) or drop the eta override"
         )
@@ -132,22 +132,27 @@ def validate(conf: Mapping[str, Any]) -> None:
         choice = conf[group].get("name", "none")
         stray = sorted(set(conf[group]) - (group_keys(group, choice) or set(conf[group])))
         if stray:
-            raise SamplingError(
+            raise ConfigError(
                 f"{group}={choice} does not use {', '.join(f'{group}.{key}' for key in stray)} (set for another "
                 f"{group}, e.g. by the experiment); remove it with {' '.join(f'~{group}.{key}' for key in stray)}"
             )
+    if conf["guidance"].get("name") == "autoguidance" and not isinstance(conf["guidance"].get("weak_model"), Mapping):
+        raise SamplingError(
+            "guidance=autoguidance needs a weak model: add `- /model@guidance.weak_model: NAME` (a configs/model "
+            "file) to the exp's defaults list"
+        )
     inverse = conf.get("inverse") or {}
     if inverse.get("name", "none") != "none":
         if sampler["use_ddim"]:
-            raise SamplingError("inverse=dps corrects DDPM ancestral steps, but sampler.use_ddim is true; choose a "
+            raise ConfigError("inverse=dps corrects DDPM ancestral steps, but sampler.use_ddim is true; choose a "
                                 "DDPM sampler (the paper's: sampler=ddpm1000)")
         if conf["guidance"].get("name", "none") not in ("none", "pag"):
-            raise SamplingError(f"inverse=dps runs with guidance=none or guidance=pag, not {conf['guidance']['name']}")
+            raise ConfigError(f"inverse=dps runs with guidance=none or guidance=pag, not {conf['guidance']['name']}")
     classifier = conf["classifier"]
     if classifier.get("name", "none") != "none":
         size = classifier["model"]["network"]["image_size"]
         if size != network["image_size"]:
-            raise SamplingError(
+            raise ConfigError(
                 f"classifier={classifier['name']} judges {size}x{size} images but the model makes "
                 f"{network['image_size']}x{network['image_size']}; choose the classifier of that size"
             )
