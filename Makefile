@@ -24,7 +24,7 @@ DEMO_REF := data/demo/digits32_ref.npz
 
 .PHONY: help install test lint golden demo demo-inverse reproduce-dps train-demo checkpoints refs sample reproduce-table1 \
 	reproduce-sag ablation-scale ablation-perturbation ablation-layers ablation-sag-threshold ablation-sag-layer figures \
-	bench clean-venv compare-guidance compare-guidance-demo
+	bench bench-gpu clean-venv compare-guidance compare-guidance-demo
 
 help:  ## this list
 	@grep -E '^[a-z0-9%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -122,6 +122,16 @@ bench: $(VENV)/.installed  ## CPU benchmarks, quick mode (ratios measured in one
 	OMP_NUM_THREADS=1 $(PY) bench/bench_sampler_rss.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_precision_recall.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_bootstrap.py --quick
+	$(PY) bench/bench_sampling.py --quick
+
+bench-gpu: $(VENV)/.installed  ## GPU set (one GPU, < 8 min): unguided vs PAG batched/sequential, batch 1-64, fp32/fp16/bf16
+	for p in fp32 fp16 bf16; do \
+	  $(PY) bench/bench_pag_step.py --device cuda --precision $$p --image-size 256 --model-channels 256 \
+	    --batches 1,4,16,64 --pairs 3 || exit 1; \
+	  $(PY) bench/bench_pag_step.py --device cuda --precision $$p --image-size 256 --model-channels 256 \
+	    --batches 1,16,64 --pairs 3 --unguided || exit 1; \
+	done
+	$(PY) bench/bench_sampling.py --device cuda --all-demos
 
 clean-venv:  ## remove .venv
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ from guided_diffusion.diffusion import GaussianDiffusion
 from .apg import AdaptiveProjected
 from .autoguidance import Autoguidance
 from .base import Guider
+from .execution import EXECUTIONS
 from .icg import IndependentConditionGuidance
 from .intervals import interval_from_config
 from .pag import PAG
@@ -44,6 +45,7 @@ CONFIG_RULES = {
     "guidance.blur_sigma": {"above": 0.0},
     "guidance.blur_kernel": {"min": 1, "pattern": "[0-9]*[13579]", "allowed": "an odd integer >= 1", "example": 31},
     "guidance.map_heads": {"choices": ("unet", "block")},
+    "guidance.execution": {"choices": EXECUTIONS},
     "guidance.window": {"type": "list", "allowed": "null or [start, end] in sampler step indices", "example": [24, 0]},
     "guidance.perturbation.p": {"min": 0.0, "max": 1.0},
     "guidance.perturbation.sigma": {"min": 0.0},
@@ -141,7 +143,8 @@ def _method(model: nn.Module, diffusion: GaussianDiffusion, cfg: Mapping[str, An
         }[name]()
         return PAG(model, diffusion, list(cfg["layers"]), cfg["scale"], perturbation=perturbation,
                    window=window, fork=cfg.get("fork", True),
-                   upstream_legacy_layout=cfg.get("upstream_legacy_layout", False))
+                   upstream_legacy_layout=cfg.get("upstream_legacy_layout", False),
+                   execution=cfg.get("execution", "auto"))
     if name == "sag":
         return SAG(model, diffusion, cfg["layer"], cfg["scale"], threshold=cfg.get("threshold", 1.0),
                    blur_sigma=cfg.get("blur_sigma", 9.0), blur_kernel=cfg.get("blur_kernel", 31),

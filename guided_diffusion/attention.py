@@ -21,7 +21,7 @@ LAYOUTS = ("legacy", "new")
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Fast default: fused scaled-dot-product attention (same maths as upstream, different rounding).
+    """Fused scaled-dot-product attention (same maths as upstream, different rounding).
 
     The host's heads are strided views of qkv; on those SDPA falls back to its unfused math path (bitwise the einsum,
     and slower than it on CPU), so the inputs are made contiguous for the fused kernels (bench/bench_attention.py).
@@ -37,7 +37,20 @@ def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return torch.einsum("bhts,bhsc->bhtc", weight, v)
 
 
-PROCESSORS = {"sdpa": sdpa_attention, "exact": exact_attention}
+# CPU: from this many tokens on the fused kernel wins (T = 256: 1.3x, T = 1024: 2x); below it the copies that make the
+# heads contiguous cost more than the kernel saves (T = 64: 0.75x), bench/bench_attention.py.
+FUSED_MIN_TOKENS_CPU = 256
+
+
+def default_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Every block's processor unless a plan says otherwise: fused SDPA on accelerators and for long sequences on
+    CPU, upstream's own einsum arithmetic for short ones (so small images run exactly upstream's kernels)."""
+    if q.device.type != "cpu" or q.shape[-2] >= FUSED_MIN_TOKENS_CPU:
+        return sdpa_attention(q, k, v)
+    return exact_attention(q, k, v)
+
+
+PROCESSORS = {"default": default_attention, "sdpa": sdpa_attention, "exact": exact_attention}
 
 
 class AttentionHost(nn.Module):
@@ -47,7 +60,7 @@ class AttentionHost(nn.Module):
     (QKVAttention). A checkpoint must run with the layout it was trained with.
     """
 
-    def __init__(self, num_heads: int, layout: str = "legacy", processor: Processor = sdpa_attention):
+    def __init__(self, num_heads: int, layout: str = "legacy", processor: Processor = default_attention):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown attention layout {layout!r}; choose one of {LAYOUTS}")

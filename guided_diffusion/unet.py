@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -25,6 +26,17 @@ from .nn import (
     timestep_embedding,
     zero_module,
 )
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The state of a U-Net pass before a top-level block: activations, embedding and the encoder's skips so far."""
+
+    h: torch.Tensor
+    emb: torch.Tensor
+    skips: tuple[torch.Tensor, ...]
+    next_block: int
+    dtype: torch.dtype
 
 
 class TimestepBlock(nn.Module):
@@ -382,37 +394,64 @@ class UNetModel(_Torso):
         y: torch.Tensor | None = None,
         fork_at: str | None = None,
         fork_copies: int = 2,
+        **conditioning: torch.Tensor | None,
     ) -> torch.Tensor:
         """Predict eps (and the variance interpolation value when learn_sigma).
 
         With `fork_at`, the batch is computed once up to that top-level block and then replicated `fork_copies`
         times (copy-major): callers that run variants differing only from that block on (PAG) save the shared prefix.
         """
-        if fork_at is not None and fork_at not in self.top_level_blocks():
-            raise ValueError(f"fork_at {fork_at!r} is not a top-level block; choose one of {self.top_level_blocks()}")
+        prefix = self.forward_prefix(x, timesteps, y, until=fork_at, **conditioning)
+        return self.forward_from(prefix, copies=fork_copies if fork_at is not None else 1)
+
+    def forward_prefix(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None,
+                       until: str | None = None) -> Prefix:
+        """Run the top-level blocks before `until` (none when None); `forward_from` finishes the pass.
+
+        A prefix is never modified, so it can be finished several times (e.g. under different attention plans).
+        """
+        blocks = self.top_level_blocks()
+        if until is not None and until not in blocks:
+            raise ValueError(f"fork_at {until!r} is not a top-level block; choose one of {blocks}")
+        stop = blocks.index(until) if until is not None else 0
         emb = self.embed(timesteps, y)
-        h = x.type(self.dtype)
-        state = {"emb": emb}
+        skips: list[torch.Tensor] = []
+        with self._autocast(x.device.type):
+            h = self._run_blocks(x.type(self.dtype), emb, skips, 0, stop)
+        return Prefix(h, emb, tuple(skips), stop, x.dtype)
 
-        def run(name: str, block: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-            if name == fork_at:
-                state["emb"] = torch.cat([state["emb"]] * fork_copies)
-                inputs = torch.cat([inputs] * fork_copies)
-            return block(inputs, state["emb"])
+    def forward_from(self, prefix: Prefix, copies: int = 1) -> torch.Tensor:
+        """Finish a pass from `prefix`, on `copies` copies of its batch (copy-major)."""
+        h, emb = prefix.h, prefix.emb
+        if copies > 1:
+            h, emb = torch.cat([h] * copies), torch.cat([emb] * copies)
+        with self._autocast(h.device.type):
+            h = self._run_blocks(h, emb, list(prefix.skips), prefix.next_block, len(self.top_level_blocks()))
+        return self.out(h.type(prefix.dtype))
 
-        autocast = self.autocast_dtype is not None
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype) if autocast else nullcontext():
-            skips = []
-            for i, module in enumerate(self.input_blocks):
-                h = run(f"input_blocks.{i}", module, h)
+    def _run_blocks(self, h: torch.Tensor, emb: torch.Tensor, skips: list[torch.Tensor], start: int,
+                    stop: int) -> torch.Tensor:
+        """Top-level blocks [start, stop): input blocks push their outputs on `skips`, output blocks pop them
+        (repeated when the batch was replicated after they were pushed)."""
+        inputs = len(self.input_blocks)
+        blocks = [*self.input_blocks, self.middle_block, *self.output_blocks]
+        for index in range(start, stop):
+            if index < inputs:
+                h = blocks[index](h, emb)
                 skips.append(h)
-            h = run("middle_block", self.middle_block, h)
-            for i, module in enumerate(self.output_blocks):
+            elif index == inputs:
+                h = blocks[index](h, emb)
+            else:
                 skip = skips.pop()
                 if skip.shape[0] != h.shape[0]:
                     skip = torch.cat([skip] * (h.shape[0] // skip.shape[0]))
-                h = run(f"output_blocks.{i}", module, torch.cat([h, skip], dim=1))
-        return self.out(h.type(x.dtype))
+                h = blocks[index](torch.cat([h, skip], dim=1), emb)
+        return h
+
+    def _autocast(self, device_type: str) -> torch.autocast | nullcontext:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type, dtype=self.autocast_dtype)
 
 
 class SuperResModel(UNetModel):
@@ -423,10 +462,14 @@ class SuperResModel(UNetModel):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, low_res: torch.Tensor | None = None,
                 y: torch.Tensor | None = None, **fork: object) -> torch.Tensor:
+        return super().forward(x, timesteps, y=y, low_res=low_res, **fork)
+
+    def forward_prefix(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None,
+                       until: str | None = None, low_res: torch.Tensor | None = None) -> Prefix:
         if low_res is None:
             raise ValueError("SuperResModel needs low_res (the base samples, NCHW in [-1, 1])")
         upsampled = F.interpolate(low_res, x.shape[2:], mode="bilinear")
-        return super().forward(torch.cat([x, upsampled], dim=1), timesteps, y=y, **fork)
+        return super().forward_prefix(torch.cat([x, upsampled], dim=1), timesteps, y, until)
 
 
 class EncoderUNetModel(_Torso):

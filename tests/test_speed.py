@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from guidance.pag import PAG
-from guided_diffusion.attention import AttentionHost, exact_attention
+from guided_diffusion.attention import AttentionHost, Processor, default_attention, exact_attention, sdpa_attention
 from guided_diffusion.diffusion import create_diffusion
 from guided_diffusion.factory import build_network, unet_spec_from_flags
 from sampling.config import compose_config
@@ -33,10 +33,10 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(2, 3, 32, 32, generator=g), torch.tensor([10, 900])
 
 
-def _exact(model: torch.nn.Module) -> torch.nn.Module:
+def _exact(model: torch.nn.Module, processor: Processor = exact_attention) -> torch.nn.Module:
     for module in model.modules():
         if isinstance(module, AttentionHost):
-            module.processor = exact_attention
+            module.processor = processor
     return model
 
 
@@ -45,9 +45,15 @@ def test_sdpa_vs_exact_attention_difference() -> None:
     """Measured: max |SDPA - einsum| = 1.9e-6 on the network output (bench/bench_attention.py: <= 7e-7 per
     attention call at T = 64..1024). Before the inputs were made contiguous SDPA ran its math path: exactly 0."""
     x, t = _inputs()
-    fast = _model()(x, t)
+    fast = _exact(_model(), sdpa_attention)(x, t)
     exact = _exact(_model())(x, t)
     assert 0 < (fast - exact).abs().max() < 2e-5
+
+
+@pytest.mark.parametrize(("tokens", "expected"), [(64, exact_attention), (256, sdpa_attention)])
+def test_default_attention_is_upstreams_einsum_below_256_tokens_on_cpu(tokens: int, expected: Processor) -> None:
+    q, k, v = torch.randn(3, 2, 4, tokens, 16, generator=torch.Generator().manual_seed(0)).unbind(0)
+    assert torch.equal(default_attention(q, k, v), expected(q, k, v))
 
 
 @pytest.mark.parametrize(("precision", "low", "high"), [("fp16", 1e-4, 5e-2), ("bf16", 1e-3, 3e-1)])
