@@ -23,7 +23,8 @@ REPRODUCE = $(if $(PLAN),$(PY) scripts/plan.py $(1) $(if $(NUM_SAMPLES),--num-sa
 DEMO_REF := data/demo/digits32_ref.npz
 
 .PHONY: help install test lint golden demo train-demo checkpoints refs sample reproduce-table1 reproduce-sag \
-	ablation-scale ablation-perturbation ablation-layers ablation-sag-threshold ablation-sag-layer figures bench clean-venv
+	ablation-scale ablation-perturbation ablation-layers ablation-sag-threshold ablation-sag-layer figures bench clean-venv \
+	compare-guidance compare-guidance-demo
 
 help:  ## this list
 	@grep -E '^[a-z0-9%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -82,6 +83,12 @@ ablation-sag-threshold: $(VENV)/.installed  ## SAG supplement Table 3: masking t
 
 ablation-sag-layer: $(VENV)/.installed  ## SAG supplement Table 4: the attention map's layer
 	$(call REPRODUCE,ablation_sag_layer)
+
+compare-guidance: $(VENV)/.installed  ## the guidance family on ADM-256 (DDIM-25 5K; TABLE=guidance_family_ddpm250 for 50K) [PLAN=1 ...]
+	$(call REPRODUCE,$(or $(TABLE),guidance_family))
+
+compare-guidance-demo: $(VENV)/.installed $(DEMO_REF)  ## the guidance family on the demo models -> results/demo/guidance_family
+	$(PY) scripts/reproduce.py guidance_family_demo --out-root $(OUT) $(ARGS)
 
 $(DEMO_REF): | $(VENV)/.installed
 	$(PY) -m training.data export $@

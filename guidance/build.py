@@ -48,6 +48,14 @@ CONFIG_RULES = {
     "guidance.perturbation.p": {"min": 0.0, "max": 1.0},
     "guidance.perturbation.sigma": {"min": 0.0},
     "guidance.perturbation.kernel_size": {"min": 1},
+    "guidance.sigma": {"above": 0.0},
+    "guidance.noise_scale": {"min": 0.0},
+    "guidance.first_blocks": {"type": "int", "min": 1, "allowed": "null (every block) or N >= 1", "example": 4},
+    "guidance.interval.unit": {"choices": ("sigma", "timestep")},
+    "guidance.combine.name": {"choices": ("apg",)},
+    "guidance.combine.norm_threshold": {"min": 0.0},
+    "guidance.combine.space": {"choices": ("x0", "eps")},
+    "guidance.combine.form": {"choices": ("paper", "diffusers")},
 }
 
 
@@ -194,15 +202,19 @@ def describe_guidance(conf: Mapping[str, Any]) -> str:
         parts.append(f"{name.upper()} s={guidance['scale']:g}{blur} {layers}")
     elif name == "tsg":
         parts.append(f"TSG s={guidance['scale']:g} noise={guidance.get('noise_scale', 1.0):g} "
-                     f"alpha={guidance.get('power', 0.0):g} N={guidance.get('first_blocks')}")
-    elif name in ("icg", "autoguidance"):
-        parts.append(f"{'ICG' if name == 'icg' else 'AutoG'} s={guidance['scale']:g}")
+                     f"alpha={guidance.get('power', 0.0):g} N={guidance.get('first_blocks') or 'all'}")
+    elif name == "icg":
+        parts.append(f"ICG s={guidance['scale']:g}")
+    elif name == "autoguidance":
+        parts.append(f"AutoG s={guidance['scale']:g} weak={(guidance.get('weak_model') or {}).get('name')}")
     combine, interval = guidance.get("combine"), guidance.get("interval")
     if combine:
         parts[-1] += (f" APG(eta={combine.get('eta', 0.0):g}, r={combine.get('norm_threshold', 2.5):g}, "
                       f"beta={combine.get('momentum', -0.75):g})")
     if interval:
-        parts[-1] += f" in {interval.get('unit', 'sigma')} ({interval['low']:g}, {interval['high']:g}]"
+        low, high = interval["low"], interval["high"]
+        parts[-1] += (f" at t in [{low:g}, {high:g}]" if interval.get("unit") == "timestep"
+                      else f" at sigma in ({low:g}, {high:g}]")
     if classifier.get("name", "none") != "none":
         parts.append(f"CG s={classifier['scale']:g}")
     return " + ".join(parts) or "none"

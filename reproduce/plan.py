@@ -161,13 +161,21 @@ def _pass_flops(spec_key: str) -> int:
 
 @cache
 def _guided_flops(spec_key: str, diffusion_key: str, guidance_key: str) -> tuple[int, int]:
-    """(network, other) FLOPs of a guided step. Scale and window are left out of the key and the count: they decide
-    at which steps guidance runs, not what a guided step costs."""
+    """(network, other) FLOPs of a guided step. Scale, window and interval are left out of the key and the count:
+    they decide at which steps guidance runs, not what a guided step costs; so is the combination rule (elementwise
+    arithmetic, which the count leaves out)."""
     model = _network(spec_key)
     diffusion = create_diffusion(**json.loads(diffusion_key))
-    guider = build_guider(model, diffusion, {**json.loads(guidance_key), "scale": 1.0, "window": None})
+    guidance = json.loads(guidance_key)
+    guider = build_guider(model, diffusion, {**guidance, "scale": 1.0, "window": None}, weak_model=_weak(guidance))
     x, t, kwargs = step_inputs(json.loads(spec_key))
     return guided_step_flops(guider, x, t, kwargs)
+
+
+def _weak(guidance: Mapping[str, Any]) -> nn.Module | None:
+    """Autoguidance's weak network (meta), or None."""
+    weak = guidance.get("weak_model")
+    return _network(_key(weak["network"])) if weak else None
 
 
 @cache
@@ -180,7 +188,7 @@ def _classifier_flops(spec_key: str) -> int:
 
 def _guided_steps(model: nn.Module, diffusion: GaussianDiffusion, guidance: Mapping[str, Any]) -> int:
     """Sampler steps at which the configured guidance runs (its window; none at scale 0)."""
-    guider = build_guider(model, diffusion, guidance)
+    guider = build_guider(model, diffusion, guidance, weak_model=_weak(guidance))
     if guider is model:
         return 0
     steps = torch.arange(diffusion.num_timesteps)
@@ -198,7 +206,7 @@ def row_cost(conf: Mapping[str, Any], row: Row, command: str, num_samples: int |
     pass_flops = _pass_flops(spec_key)
     network, other = pass_flops, 0
     if guided:
-        guidance_key = _key({k: v for k, v in guidance.items() if k not in ("scale", "window")})
+        guidance_key = _key({k: v for k, v in guidance.items() if k not in ("scale", "window", "interval", "combine")})
         network, other = _guided_flops(spec_key, _key(model_cfg["diffusion"]), guidance_key)
     classifier = conf["classifier"]
     uses_classifier = classifier.get("name", "none") != "none"

@@ -30,6 +30,11 @@ from .errors import SamplingError
 def checkpoint_path(name: str, directory: str | Path) -> Path:
     """Where a checkpoint must be; a missing file raises with the command that downloads it."""
     path = Path(directory) / f"{name}.pt"
+    if not path.is_file() and name not in REGISTRY:
+        raise SamplingError(
+            f"checkpoint {path} not found; {name} is not a released checkpoint, so train it (e.g. configs/train/) or "
+            f"set paths.checkpoints=DIR to the folder that holds {name}.pt"
+        )
     if not path.is_file():
         raise SamplingError(
             f"checkpoint {path} not found; download it with `{CLI} download {name} --dir {directory}` "

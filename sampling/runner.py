@@ -136,6 +136,11 @@ def validate(conf: Mapping[str, Any]) -> None:
                 f"{group}={choice} does not use {', '.join(f'{group}.{key}' for key in stray)} (set for another "
                 f"{group}, e.g. by the experiment); remove it with {' '.join(f'~{group}.{key}' for key in stray)}"
             )
+    if conf["guidance"].get("name") == "autoguidance" and not isinstance(conf["guidance"].get("weak_model"), Mapping):
+        raise SamplingError(
+            "guidance=autoguidance needs a weak model: add `- /model@guidance.weak_model: NAME` (a configs/model "
+            "file) to the exp's defaults list"
+        )
     inverse = conf.get("inverse") or {}
     if inverse.get("name", "none") != "none":
         if sampler["use_ddim"]:

@@ -22,14 +22,20 @@ from visualization.grids import write_grid
 REPO = CONFIG_DIR.parent
 
 
-@pytest.mark.parametrize("name", ["demo32_cond", "demo32_uncond", "demo32_classifier"])
+def training_config(name: str) -> dict:
+    """configs/train/<name>.yaml with its defaults chain merged (demo32_uncond = demo32_cond + its own keys)."""
+    train = yaml.safe_load((CONFIG_DIR / "train" / f"{name}.yaml").read_text())
+    if "defaults" not in train:
+        return train
+    base = training_config(train["defaults"][0])
+    return {**base, **{k: v for k, v in train.items() if k not in ("defaults", "network")},
+            "network": {**base["network"], **train.get("network", {})}}
+
+
+@pytest.mark.parametrize("name", ["demo32_cond", "demo32_uncond", "demo32_uncond_early", "demo32_classifier"])
 def test_model_config_is_the_training_config_and_the_record_matches(name):
     model = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
-    train = yaml.safe_load((CONFIG_DIR / "train" / f"{name}.yaml").read_text())
-    if "defaults" in train:  # demo32_uncond = demo32_cond + its own keys
-        base = yaml.safe_load((CONFIG_DIR / "train" / "demo32_cond.yaml").read_text())
-        train = {**base, **{k: v for k, v in train.items() if k not in ("defaults", "network")},
-                 "network": {**base["network"], **train["network"]}}
+    train = training_config(name)
     assert model["network"] == train["network"]
     assert model.get("diffusion", train["diffusion"]) == train["diffusion"]
     assert REPO / train["export"] == REPO / "data" / "demo" / f"{name}.pt"

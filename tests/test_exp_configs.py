@@ -32,6 +32,14 @@ def sag(scale: float, layer: str, sigma: float) -> dict:
             "map_heads": "unet", "window": None}
 
 
+def seg(scale: float, sigma: float, layers: list[str]) -> dict:
+    return {"name": "seg", "scale": scale, "sigma": sigma, "layers": layers, "window": None}
+
+
+TPG4 = ["input_blocks.13.1", *PAG4[:3]]
+APG = {"name": "apg", "eta": 0.0, "norm_threshold": 8.7, "momentum": -0.75, "space": "x0", "form": "paper"}
+
+
 def m(fid, is_=None, precision=None, recall=None, sfid=None) -> dict:
     values = {"fid": fid, "is": is_, "precision": precision, "recall": recall, "sfid": sfid}
     return {k: v for k, v in values.items() if v is not None}
@@ -79,6 +87,27 @@ ROWS = {
     "adm256_uncond_pag_ablation": (U256, "ddim25", True, pag(1.0, ["input_blocks.13.1"]), None, 5000, None),
     "adm128_cond_sag_ablation": (C128, "250", False, sag(0.1, "output_blocks.8.1", 3), ("adm128", 0.5), 10000,
                                  None),
+    # the guidance family (configs/tables/guidance_family.yaml): new rows, DDIM 25, 5K, no paper numbers
+    **{f"adm256_{kind}_{row}": (U256 if kind == "uncond" else C256, "ddim25", True, guidance, classifier, 5000, None)
+       for kind, row, guidance, classifier in (
+           ("uncond", "seg_inf", seg(3.0, 9999999.0, PAG4), None),
+           ("uncond", "seg_sigma1", seg(3.0, 1.0, PAG4), None),
+           ("uncond", "seg_sigma3", seg(3.0, 3.0, PAG4), None),
+           ("uncond", "tpg", {"name": "tpg", "scale": 3.0, "layers": TPG4}, None),
+           ("uncond", "tsg", {"name": "tsg", "scale": 4.0, "noise_scale": 1.0, "power": 0.0,
+                              "interval": {"unit": "timestep", "low": 200, "high": 800}}, None),
+           ("uncond", "pag_apg", {**pag(1.0, PAG4), "combine": APG}, None),
+           ("uncond", "pag_interval", {**pag(1.0, PAG4), "interval": {"unit": "timestep", "low": 200, "high": 500}},
+            None),
+           ("cond", "seg_inf", seg(3.0, 9999999.0, ["input_blocks.14.1"]), None),
+           ("cond", "seg_sigma1", seg(3.0, 1.0, ["input_blocks.14.1"]), None),
+           ("cond", "seg_cg", seg(3.0, 9999999.0, ["input_blocks.14.1"]), ("adm256", 1.0)),
+           ("cond", "tpg", {"name": "tpg", "scale": 3.0, "layers": TPG4}, None),
+           ("cond", "tsg", {"name": "tsg", "scale": 1.5, "noise_scale": 2.0, "power": 1.0, "interval": None}, None),
+           ("cond", "icg", {"name": "icg", "scale": 0.4}, None),
+           ("cond", "pag_apg", {**pag(1.0, ["input_blocks.14.1"]), "combine": APG}, None),
+           ("uncond", "autoguidance", {"name": "autoguidance", "scale": 1.0}, None),
+       )},
 }
 
 
@@ -123,7 +152,7 @@ def test_experiment_matches_its_paper_row(name):
     assert conf["labels"] == {"protocol": "uniform", "num_classes": 1000}
     size = conf["model"]["network"]["image_size"]
     dataset = "lsun" if name.startswith("lsun") else "imagenet"
-    assert conf["reference_batch"].startswith(f"{dataset}/") and str(size) in conf["reference_batch"]
+    assert conf["reference_batch"].startswith(f"VIRTUAL_{dataset}") and str(size) in conf["reference_batch"]
     text = header(name)
     assert text.startswith("# @package _global_\n")
     assert re.search(r"Table|README|released code", text), "the header names the paper table or the script"
@@ -141,7 +170,10 @@ def test_experiment_builds_on_meta(name):
     conf = compose_config([f"+exp={name}"])
     model = network_of(conf)
     diffusion = make_diffusion(conf["model"], conf["sampler"])
-    net = sampling_network(model, diffusion, conf["guidance"])
+    weak = conf["guidance"].get("weak_model")
+    validate(conf)
+    net = sampling_network(model, diffusion, conf["guidance"], meta_network(weak["name"], tuple(
+        (k, tuple(v) if isinstance(v, list) else v) for k, v in weak["network"].items())) if weak else None)
     assert (net is model) == (conf["guidance"]["name"] == "none" and model.num_classes is not None)
     if conf["classifier"]["name"] != "none":
         with torch.device("meta"):

@@ -21,22 +21,15 @@ from guidance.tpg import TokenShuffle
 from guidance.tsg import TimeStepGuidance
 from guided_diffusion.attention import exact_attention
 from guided_diffusion.diffusion import create_diffusion
+from tests import test_guidance
 from tests.test_guidance import LAYERS, LIKE_256, _model
 
+setup = test_guidance.setup  # the shared step fixture: a small random 256px-layout U-Net at one ddim10 step
 APG_OFF = {"eta": 1.0, "norm_threshold": 0.0, "momentum": 0.0}
 
 
 def _gens(*seeds: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(s) for s in seeds]
-
-
-@pytest.fixture(scope="module")
-def setup():
-    model = _model(LIKE_256)
-    diffusion = create_diffusion(1000, "linear", learn_sigma=True, timestep_respacing="ddim10")
-    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    t = diffusion.model_timesteps(torch.full((3,), 6))
-    return model, diffusion, x, t
 
 
 def _weak_pass(model: nn.Module, x: torch.Tensor, t: torch.Tensor, processor, **kwargs) -> torch.Tensor:
@@ -272,3 +265,29 @@ def test_config_grammar_composes_and_refuses_impossible_combinations(setup) -> N
     conf = {"guidance": {"name": "seg", "scale": 3.0, "sigma": 1e7, "layers": LAYERS, "combine": apg},
             "classifier": {"name": "adm256", "scale": 1.0}}
     assert describe_guidance(conf) == "SEG s=3 sigma=inf i3+m1 APG(eta=0, r=2.5, beta=-0.75) + CG s=1"
+
+
+# ------------------------------------------------------------------------------------------------------ sampler
+def test_sampler_hands_guiders_their_sample_indices_and_generators() -> None:
+    from sampling.config import compose_config
+    from sampling.runner import build_sampler
+
+    conf = compose_config(["+exp=smoke", "guidance=tpg", "guidance.layers=[input_blocks.5.1,middle_block.1]",
+                           "+guidance/combine@guidance.combine=apg", "sampler=ddim25",
+                           "sampler.name=ddim2", "sampler.timestep_respacing=ddim2"])
+    _, sampler = build_sampler(conf, torch.device("cpu"))
+    images, _ = sampler.micro_batch(1)
+    assert sampler.net.samples == [2, 3] and sorted(sampler.net.rule.state) == [2, 3]
+    assert isinstance(sampler.net.perturbation.generator, list) and len(sampler.net.perturbation.generator) == 2
+    again, _ = sampler.micro_batch(1)  # the same micro-batch again (a resume): APG's momentum restarts
+    assert (images == again).all()
+
+
+def test_imagenet_autoguidance_stops_with_a_sentence_until_its_guide_exists(tmp_path) -> None:
+    from sampling.errors import SamplingError
+    from sampling.models import checkpoint_path
+
+    with pytest.raises(SamplingError, match="not a released checkpoint, so train it"):
+        checkpoint_path("256x256_diffusion_uncond_guide", tmp_path)
+    with pytest.raises(SamplingError, match="download it with"):
+        checkpoint_path("256x256_diffusion_uncond", tmp_path)
