@@ -97,9 +97,9 @@ def infer_schema(config_dir: Path, skip: Iterable[str] = ()) -> Key:
     root = Key(kinds={"dict"})
     mounts = []
     skipped = [config_dir / name for name in skip]
-    for path in sorted(config_dir.rglob("*.yaml")):
-        if any(path == s or s in path.parents for s in skipped):
-            continue
+    paths = [p for p in sorted(config_dir.rglob("*.yaml")) if not any(p == s or s in p.parents for s in skipped)]
+    # Groups' own files first, so a key's example in messages is its default rather than one experiment's value.
+    for path in sorted(paths, key=lambda p: "@package _global_" in p.read_text()):
         text = path.read_text()
         try:
             data = yaml.safe_load(text) or {}
