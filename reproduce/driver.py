@@ -136,9 +136,7 @@ class LazyBackend:
 
 def reproduce(table: Table, out_root: Path, num_samples: int | None = None, launch: Launch = Launch(),
               evaluate_rows: bool = True, backend: str | None = None) -> dict[str, Path]:
-    """Sample (and evaluate) every row of `table`; returns each row's merged sample file by row name.
-
-    Intervals use `table.bootstrap`."""
+    """Sample (and evaluate, with `table.bootstrap` intervals) every row; returns each row's merged file by name."""
     evaluator = LazyBackend(backend or table.backend)
     samples = {}
     for index, row in enumerate(table.rows, 1):
