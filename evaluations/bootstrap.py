@@ -148,14 +148,17 @@ class MetricResampler:
     """All five metrics of one sample batch against a fixed reference, for any resample of its indices."""
 
     def __init__(self, sample: SampleFeatures, reference: ReferenceFeatures, frechet: bool = True,
-                 device: str = "cpu"):
+                 device: str | None = None, coverage: metrics.Coverage | None = None):
+        """`device` runs the FID resamples (default: cuda when available); `coverage` reuses memberships already
+        computed for this sample and reference (metrics.manifold_coverage)."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.n = len(sample)
         self.work = self.n * (sample.pool.shape[1] ** 2 + sample.spatial.shape[1] ** 2)  # multiply-adds of the FIDs
         # FID needs the sample's own features; a sample batch that stores its statistics has none to resample
         self.fid = FrechetResampler(sample.pool, reference.mu, reference.sigma, device) if frechet else None
         self.sfid = FrechetResampler(sample.spatial, reference.mu_s, reference.sigma_s, device) if frechet else None
         self.inception = InceptionScoreResampler(sample.probs)
-        self.coverage = metrics.manifold_coverage(reference.pool, sample.pool)
+        self.coverage = coverage or metrics.manifold_coverage(reference.pool, sample.pool)
 
     def __call__(self, indices: np.ndarray) -> dict[str, float]:
         counts = np.bincount(indices, minlength=self.n)

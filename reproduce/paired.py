@@ -45,13 +45,13 @@ def _unpaired_reason(row: dict, base: dict, row_conf: dict | None, base_conf: di
     return None
 
 
-def _resampler(directory: Path, device: str) -> MetricResampler:
-    sample, reference, statistics = load_features(directory / FEATURES)
-    return MetricResampler(sample, reference, frechet=statistics == "computed", device=device)
+def _resampler(directory: Path, device: str | None) -> MetricResampler:
+    sample, reference, statistics, coverage = load_features(directory / FEATURES)
+    return MetricResampler(sample, reference, statistics == "computed", device, coverage)
 
 
 def compare(table: Table, row: Row, baseline: Row, out_root: Path, configs: dict[str, dict | None],
-            device: str = "cpu") -> dict[str, Any]:
+            device: str | None = None) -> dict[str, Any]:
     """{"baseline": name, "metrics": {metric: {difference, interval, excludes_zero}}} or {"baseline", "reason"}."""
     row_dir, base_dir = run_dir(out_root, table, row), run_dir(out_root, table, baseline)
     if not all((d / name).is_file() for d in (row_dir, base_dir) for name in (METRICS, FEATURES)):
@@ -67,7 +67,8 @@ def compare(table: Table, row: Row, baseline: Row, out_root: Path, configs: dict
     return {"baseline": baseline.name, "metrics": differences}
 
 
-def paired_table(table: Table, out_root: Path, configs: dict[str, dict | None], device: str = "cpu") -> dict[str, dict]:
+def paired_table(table: Table, out_root: Path, configs: dict[str, dict | None],
+                 device: str | None = None) -> dict[str, dict]:
     """Every non-baseline row's comparison by row name, recomputed only where its cache entry is stale.
 
     `configs` holds each row's composed config (None when never sampled), for the seed check."""

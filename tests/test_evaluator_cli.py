@@ -119,8 +119,9 @@ def test_intervals_are_recorded_and_printed_after_the_five_lines_only_when_asked
     results = json.loads((directory / "b.json").read_text())
     for key, (low, high) in second["intervals"].items():
         assert low <= high and f"[{low}, {high}]" in out, key
-    sample_features, reference, source = load_features(directory / "f.npz")
+    sample_features, reference, source, coverage = load_features(directory / "f.npz")
     assert source == "computed" and len(sample_features) == results["num_samples"] == 70
+    assert (coverage.precision, coverage.recall) == (results["precision"], results["recall"])
     _main(capsys, ref, sample, "--bootstrap", "0", "--json", directory / "c.json")
     assert json.loads((directory / "c.json").read_text())["bootstrap"] == {
         "resamples": 0, "seed": 0, "level": 0.95, "method": "percentile"}
