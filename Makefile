@@ -44,7 +44,7 @@ lint: $(VENV)/.installed  ## ruff only
 	$(PY) -m ruff check .
 
 golden: $(VENV)/.installed  ## check every reference fixture against this implementation
-	$(PY) -m golden $(GOLDEN)/*.pt
+	$(PY) -m golden $(GOLDEN)/*.pt $(GOLDEN)/dps/*.pt $(GOLDEN)/family/*.pt
 
 checkpoints: $(VENV)/.installed  ## download every official checkpoint into CKPT_DIR (resumable, sha256-checked)
 	$(PY) -m guided_diffusion.checkpoints download all --dir $(CKPT_DIR)

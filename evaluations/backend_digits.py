@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from guided_diffusion.fileio import file_sha256
+from guided_diffusion.fileio import file_sha256, unreadable
 
 FORMAT = "pag-adm/digits-features-v1"
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "demo" / "digits_features.pt"
@@ -58,10 +58,14 @@ class DigitsFeatures:
 
     def __init__(self, path: Path = DEFAULT_PATH, device: str | None = None):
         self.device = torch.device(device or "cpu")
-        self.graph_sha256 = file_sha256(path)
         network, state = read_feature_net(path)
+        self.graph_sha256 = file_sha256(path)
         self.net = DigitsFeatureNet(**network).to(self.device).eval()
-        self.net.load_state_dict(state)
+        try:
+            self.net.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: its weights do not fit the network it describes ({str(err).splitlines()[0]}); "
+                             "retrain it with make train-demo") from None
 
     @torch.no_grad()
     def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +92,11 @@ def read_feature_net(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
             f"demo feature network {path} not found; train it with "
             "`python scripts/train.py --config-name demo32_features` (make train-demo)"
         )
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    retrain = "restore it with `git checkout data/demo`, or retrain it with make train-demo"
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever torch.load trips on, the file is not one of ours
+        raise unreadable(path, err, "a torch file", retrain) from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a demo feature-network file ({FORMAT}); retrain it with make train-demo")
+        raise ValueError(f"{path} is not a demo feature-network file ({FORMAT}); {retrain}")
     return content["network"], content["state_dict"]

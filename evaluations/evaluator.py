@@ -22,9 +22,10 @@ import torch
 from tqdm import tqdm
 
 from evaluations import bootstrap, metrics
+from evaluations.backends import load_backend
 from evaluations.bootstrap import BootstrapSettings, MetricResampler, ReferenceFeatures, SampleFeatures
 from evaluations.feature_store import save_features
-from evaluations.inception import FEATURE_BATCH_SIZE, SOFTMAX_BATCH_SIZE, FeatureBackend, load_backend
+from evaluations.inception import FEATURE_BATCH_SIZE, SOFTMAX_BATCH_SIZE, FeatureBackend
 from evaluations.npz_io import (
     NpzImages,
     check_images_header,

@@ -185,32 +185,6 @@ def converted_graph(graph_path: Path, cache_dir: Path) -> dict:
     return convert_graph(graph_path, path)
 
 
-def load_backend(
-    kind: str,
-    graph_path: Path | None = None,
-    cache_dir: Path | None = None,
-    device: str | None = None,
-    feature_net: Path | None = None,
-) -> FeatureBackend:
-    """Build the `torch` or `tf` backend on `graph_path` (default: the official graph, downloaded once), or the
-    demo's `digits` feature space from `feature_net` (default: the committed data/demo/digits_features.pt)."""
-    if kind == "digits":
-        from evaluations.backend_digits import DEFAULT_PATH, DigitsFeatures
-
-        return DigitsFeatures(feature_net or DEFAULT_PATH, device=device)
-    cache_dir = cache_dir or default_cache_dir()
-    graph_path = graph_path or official_graph(cache_dir)
-    if kind == "torch":
-        from evaluations.backend_torch import TorchInception
-
-        return TorchInception(converted_graph(graph_path, cache_dir), device=device)
-    if kind == "tf":
-        from evaluations.backend_tf import TensorFlowInception
-
-        return TensorFlowInception(graph_path)
-    raise ValueError(f"unknown backend {kind!r}; choose 'torch', 'tf' or 'digits'")
-
-
 def main(argv: list[str] | None = None) -> None:
     """`download` fetches and verifies the official graph; `convert` also writes its PyTorch weights."""
     parser = argparse.ArgumentParser(prog="python -m evaluations.inception", description=main.__doc__)

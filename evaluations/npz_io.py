@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from guided_diffusion.fileio import atomic_write
+from guided_diffusion.fileio import atomic_write, unreadable
 
 IMAGE_KEY = "arr_0"
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
+NPZ_FIX = "check the path, or write the batch again with np.savez (a downloaded batch: delete it and download it again)"
 QUANTIZATION_HINT = "ADM stores samples as uint8: clamp((x + 1) * 127.5, 0, 255).to(torch.uint8), NHWC"
 
 
@@ -32,7 +34,10 @@ class NpzImages:
 
     def __init__(self, path: str | os.PathLike, key: str = IMAGE_KEY):
         self.path = Path(path)
-        self._zip = zipfile.ZipFile(self.path)
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile) as err:
+            raise unreadable(self.path, err, "an .npz archive", NPZ_FIX) from None
         names = self._zip.namelist()
         if f"{key}.npy" not in names:
             self._zip.close()
@@ -41,8 +46,12 @@ class NpzImages:
                 f"{self.path}: no '{key}' array (keys: {keys}); ADM batches keep images in '{key}'"
             )
         self._member = f"{key}.npy"
-        with self._zip.open(self._member) as f:
-            self.shape, self.fortran_order, self.dtype = _read_npy_header(f)
+        try:
+            with self._zip.open(self._member) as f:
+                self.shape, self.fortran_order, self.dtype = _read_npy_header(f)
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+            self._zip.close()
+            raise unreadable(self.path, err, f"an .npz archive with a readable '{key}' array", NPZ_FIX) from None
         self.keys = [n.removesuffix(".npy") for n in names]
 
     def __enter__(self) -> NpzImages:
@@ -68,9 +77,12 @@ class NpzImages:
             _read_npy_header(f)
             for start in range(0, len(self), batch_size):
                 count = min(batch_size, len(self) - start)
-                data = f.read(count * per_item)
+                try:
+                    data = f.read(count * per_item)
+                except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                    raise unreadable(self.path, err, "an intact .npz archive", NPZ_FIX) from None
                 if len(data) != count * per_item:
-                    raise ValueError(f"{self.path}: '{self._member}' is truncated at image {start}")
+                    raise ValueError(f"{self.path}: '{self._member}' is truncated at image {start}; {NPZ_FIX}")
                 yield np.frombuffer(bytearray(data), dtype=self.dtype).reshape((count, *self.shape[1:]))
 
     def first_batch(self, batch_size: int = 64) -> np.ndarray:
@@ -81,7 +93,11 @@ class NpzImages:
 def stored_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
     """The precomputed `mu/sigma/mu_s/sigma_s` of a reference batch, or None when it has none (ADM's rule:
     statistics are read when a `mu` key exists)."""
-    with np.load(path) as data:
+    try:
+        data = np.load(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise unreadable(path, err, "an .npz archive", NPZ_FIX) from None
+    with data:
         if "mu" not in data.files:
             return None
         missing = [k for k in STAT_KEYS if k not in data.files]

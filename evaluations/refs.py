@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluations.inception import FEATURE_BATCH_SIZE, FeatureBackend, load_backend
+from evaluations.backends import load_backend
+from evaluations.inception import FEATURE_BATCH_SIZE, FeatureBackend
 from evaluations.npz_io import NpzImages, check_images_header, save_npz_atomic
-from guided_diffusion.fileio import atomic_write, download, verify
+from guided_diffusion.fileio import atomic_write, download, unreadable, verify
 
 URL_PREFIX = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -161,8 +162,11 @@ def _folder_batches(files: list[Path], resolution: int, batch_size: int) -> Iter
     for start in range(0, len(files), batch_size):
         batch = []
         for path in files[start : start + batch_size]:
-            with Image.open(path) as image:
-                batch.append(center_crop_arr(image.convert("RGB"), resolution))
+            try:
+                with Image.open(path) as image:
+                    batch.append(center_crop_arr(image.convert("RGB"), resolution))
+            except OSError as err:  # PIL's unknown formats and truncated files are OSErrors too
+                raise unreadable(path, err, "an image", "replace the file or remove it from the folder") from None
         yield np.stack(batch)
 
 

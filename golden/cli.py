@@ -17,19 +17,20 @@ from pathlib import Path
 
 import torch
 
-from . import adm
+from . import adm, dps, family
 from .fixture import FAIL, PASS, SKIP, Fixture, FixtureError, Result
 
 # Each fixture family: recognise(data) -> kind or None, and CHECKERS[kind](fixture) -> results.
-FAMILIES = (adm,)
+FAMILIES = (adm, dps, family)
 
 
 def checker_for(fixture: Fixture) -> Callable[[Fixture], Iterator[Result]]:
-    for family in FAMILIES:
-        kind = family.recognise(fixture.data)
+    for module in FAMILIES:
+        kind = module.recognise(fixture.data)
         if kind is not None:
-            return family.CHECKERS[kind]
-    raise FixtureError("unrecognised fixture structure (not weights, forward, steps, loops or schedules)")
+            return module.CHECKERS[kind]
+    raise FixtureError("unrecognised fixture structure (not weights, forward, steps, loops, schedules, DPS "
+                       "operators/steps/loops, SEG or APG)")
 
 
 def check_file(path: Path) -> list[Result]:

@@ -142,7 +142,8 @@ class Fixture:
             data = torch.load(path, map_location="cpu", weights_only=True)
             sidecar = json.loads(sidecar_path.read_text())
         except Exception as err:  # noqa: BLE001 - any load failure means "cannot interpret"
-            raise FixtureError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
+            raise FixtureError(f"{path}: cannot be read ({type(err).__name__}: {err}); copy the fixture and its "
+                               f"{sidecar_path.name} again from the golden set (../shared/golden/)") from err
         if not isinstance(data, dict):
             raise FixtureError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
         return cls(path, data, sidecar, _sidecar_tolerances(sidecar))
@@ -151,6 +152,16 @@ class Fixture:
     def stem(self) -> str:
         return self.path.stem
 
+    def sibling_name(self, kind: str) -> str:
+        """The file of another kind in this fixture's set by the naming convention: dps32_steps -> dps32_<kind>.pt."""
+        return f"{self.stem.rsplit('_', 1)[0]}_{kind}.pt"
+
+    def sibling(self, kind: str) -> dict[str, Any]:
+        path = self.path.parent / self.sibling_name(kind)
+        if not path.is_file():
+            raise FixtureError(f"{self.path}: its {kind} file {path} is missing")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
     def tol(self, key: str) -> Any:
         return _tolerance_for(key, self.tolerances)
 
@@ -158,9 +169,7 @@ class Fixture:
     def weights(self) -> dict[str, Any]:
         if self.data.get("model_state_dict") is not None:
             return self.data
-        name = self.sidecar.get("weights_file")
-        if not name:
-            raise FixtureError(f"{self.path}: sidecar names no weights_file")
+        name = self.sidecar.get("weights_file") or self.sibling_name("weights")
         weights_path = self.path.parent / name
         if not weights_path.is_file():
             raise FixtureError(f"{self.path}: weights file {weights_path} is missing")

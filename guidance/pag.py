@@ -76,10 +76,22 @@ class PAG(Guider):
             doubled = {k: _repeat_batch(v, batch) for k, v in kwargs.items()}
             return self.call_model(torch.cat([x, x]), torch.cat([t, t]), **doubled)
 
+    def _separate_passes(self, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The plain pass with gradients, the perturbed pass without (for a gradient through the plain eps only,
+        DPS + PAG): no activation of the perturbed pass is kept for backward."""
+        plain = self.call_model(x, t, **kwargs)
+        perturb_all = {name: [(slice(0, x.shape[0]), self.perturbation)] for name in self.hosts}
+        with torch.no_grad(), attention_plan(self.model, perturb_all):
+            perturbed = self.call_model(x.detach(), t, **kwargs)
+        return torch.cat([plain, perturbed])
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         with legacy_layouts(self.model) if self.upstream_legacy_layout else nullcontext():
             if not self.is_active(t):
                 return self.call_model(x, t, **kwargs)
-            out = self._both_passes(x, t, kwargs)
+            if torch.is_grad_enabled() and x.requires_grad:
+                out = self._separate_passes(x, t, kwargs)
+            else:
+                out = self._both_passes(x, t, kwargs)
         plain, perturbed = out.chunk(2)
         return self.combine(plain, perturbed[:, : x.shape[1]], x.shape[1])

@@ -30,7 +30,7 @@ def _apply(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
-def _draw(like: torch.Tensor, generators: Generators, sampler: Callable[..., torch.Tensor]) -> torch.Tensor:
+def per_sample_draw(like: torch.Tensor, generators: Generators, sampler: Callable[..., torch.Tensor]) -> torch.Tensor:
     """Random tensor shaped like `like`; with one generator per batch element each sample draws its own slice,
     so a sample's perturbation does not depend on which batch it was computed in."""
     if generators is None or isinstance(generators, torch.Generator):
@@ -61,7 +61,7 @@ class RandomMask:
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         scale = 1 / math.sqrt(math.sqrt(q.shape[-1]))
         logits = torch.einsum("bhtc,bhsc->bhts", q * scale, k * scale).float()
-        drop = _draw(logits, self.generator, torch.rand) < self.p
+        drop = per_sample_draw(logits, self.generator, torch.rand) < self.p
         if self.keep_diag:
             drop &= ~torch.eye(logits.shape[-1], dtype=torch.bool, device=logits.device)
         weights = torch.softmax(logits.masked_fill(drop, float("-inf")), dim=-1).nan_to_num(0.0)
@@ -90,7 +90,7 @@ class AdditiveNoise:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         weights = attention_map(q, k).float()
-        noise = _draw(weights, self.generator, torch.randn)
+        noise = per_sample_draw(weights, self.generator, torch.randn)
         return _apply(weights + self.sigma * noise, v)
 
 

@@ -7,6 +7,9 @@ counts, and the README's classifier pairing for class-guided sampling.
 
 `sha256` and `size` are None where unknown: the downloader then records the sha256 of the first download in a
 `NAME.pt.sha256` sidecar and verifies later copies against it. Fill them in here once known; they take precedence.
+
+Third-party checkpoints that have no direct link (`manual_download`: their `url` is the page to fetch them from by
+hand) are verified, and their sha256 recorded, on first use (`checkpoints verify NAME`).
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ def flags_from_readme(readme_flags: str, defaults: dict[str, Any]) -> dict[str, 
 
 
 def _entry(url: str, family: str, kind: str, description: str, num_params: int, num_state_dict_keys: int,
-           readme_flags: str, classifier: str | None = None, classifier_scale: float | None = None) -> dict:
+           readme_flags: str, classifier: str | None = None, classifier_scale: float | None = None,
+           manual_download: bool = False) -> dict:
     if kind == "classifier":
         defaults = CLASSIFIER_DEFAULTS
     elif kind == "upsampler":
@@ -77,7 +81,7 @@ def _entry(url: str, family: str, kind: str, description: str, num_params: int, 
     return {
         "url": url, "family": family, "kind": kind, "description": description, "num_params": num_params,
         "num_state_dict_keys": num_state_dict_keys, "sha256": None, "size": None, "classifier": classifier,
-        "classifier_scale": classifier_scale,
+        "classifier_scale": classifier_scale, "manual_download": manual_download,
         "flags": flags_from_readme(readme_flags, defaults),
     }
 
@@ -246,4 +250,19 @@ CHECKPOINTS: dict[str, dict] = {
             "--image_size 64 --num_channels 128 --num_res_blocks 3 --learn_sigma True --diffusion_steps 4000 "
             "--noise_schedule cosine --use_kl True"
         ),
-    ),}
+    ),
+    # DPS (Chung et al., ICLR 2023) FFHQ 256 model, from the DPS README's Google Drive folder (no direct link);
+    # flags = DPS configs/model_config.yaml (the ILVR FFHQ model's; channel_mult "" = the 256 px default).
+    # PAG App. C.1 / Table 7 use it for DPS + PAG.
+    "ffhq_10m": _entry(
+        url="https://drive.google.com/drive/folders/1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh",
+        family="adm", kind="diffusion", description="FFHQ 256x256, unconditional (DPS / ILVR, 'seen 10M images')",
+        num_params=93563910, num_state_dict_keys=362, manual_download=True,
+        readme_flags=(
+            "--attention_resolutions 16 --class_cond False --diffusion_steps 1000 --dropout 0.0 --image_size 256 "
+            "--learn_sigma True --noise_schedule linear --num_channels 128 --num_head_channels 64 --num_heads 4 "
+            "--num_heads_upsample -1 --num_res_blocks 1 --resblock_updown True --use_checkpoint False "
+            "--use_fp16 False --use_new_attention_order False --use_scale_shift_norm True"
+        ),
+    ),
+}

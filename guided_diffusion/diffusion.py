@@ -19,6 +19,9 @@ from .respace import respaced_betas, space_timesteps
 
 NoiseFn = Callable[[torch.Tensor], torch.Tensor]
 CondFn = Callable[..., torch.Tensor]
+# measurement_fn(x_t, t, out) -> the correction subtracted from the sample after the ancestral step; x_t requires
+# grad and `out` (p_mean_variance of the step) carries the graph from x_t (DPS: inverse/dps.py).
+MeasurementFn = Callable[[torch.Tensor, torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 MEAN_TYPES = ("epsilon", "start_x")
 VAR_TYPES = ("learned_range", "learned", "fixed_large", "fixed_small")
 
@@ -259,15 +262,34 @@ class GaussianDiffusion:
         cond_fn: CondFn | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
         noise_fn: NoiseFn = torch.randn_like,
+        measurement_fn: MeasurementFn | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Ancestral step x_t -> x_{t-1}; the step's noise is drawn after the model pass and before cond_fn."""
-        out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+        """Ancestral step x_t -> x_{t-1}; the step's noise is drawn after the model pass and before cond_fn.
+
+        With `measurement_fn` the model pass runs with gradients from x_t and the sample becomes
+        x' - measurement_fn(x_t, t, out), applied after the noise (DPS's order; x' is the ancestral
+        sample, including any classifier mean shift).
+        """
+        if measurement_fn is None:
+            out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+        else:
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                out = self.p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs)
         noise = noise_fn(x)
         mean = out["mean"]
         if cond_fn is not None:
             mean = self.condition_mean(cond_fn, out, x, t, model_kwargs)
         sample = mean + _nonzero_mask(t, x) * torch.exp(0.5 * out["log_variance"]) * noise
-        return {"sample": sample, "mean": mean, "pred_xstart": out["pred_xstart"], "log_variance": out["log_variance"]}
+        result = {"sample": sample, "mean": mean, "pred_xstart": out["pred_xstart"],
+                  "log_variance": out["log_variance"]}
+        if measurement_fn is not None:
+            with torch.enable_grad():
+                correction = measurement_fn(x, t, out)
+            result = {key: value.detach() for key, value in result.items()}
+            result["x_prime"] = result["sample"]
+            result["sample"] = result["sample"] - correction.detach()
+        return result
 
     def ddim_sample(
         self,
@@ -309,8 +331,12 @@ class GaussianDiffusion:
         eta: float = 0.0,
         noise_fn: NoiseFn = torch.randn_like,
         progress: bool = False,
+        measurement_fn: MeasurementFn | None = None,
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield every step's output, from index N-1 down to 0. `noise` is x_T; `noise_fn` draws each step's noise."""
+        """Yield every step's output, from index N-1 down to 0. `noise` is x_T; `noise_fn` draws each step's noise;
+        `measurement_fn` (DDPM only) corrects every step's sample as in p_sample."""
+        if measurement_fn is not None and use_ddim:
+            raise ValueError("a measurement term (DPS) corrects DDPM ancestral steps; choose a DDPM sampler")
         if device is None:
             device = noise.device if noise is not None else "cpu"
         img = noise if noise is not None else torch.randn(*shape, device=device)
@@ -326,7 +352,8 @@ class GaussianDiffusion:
                     out = self.ddim_sample(model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, eta,
                                            noise_fn)
                 else:
-                    out = self.p_sample(model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, noise_fn)
+                    out = self.p_sample(model, img, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, noise_fn,
+                                        measurement_fn)
             yield out
             img = out["sample"]
 

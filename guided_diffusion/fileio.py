@@ -41,6 +41,26 @@ class DownloadMismatch(DownloadError):
         self.problem, self.field, self.rejected = problem, field, rejected
 
 
+class UnreadableFile(ValueError):
+    """A file the project reads is missing, unreadable, truncated or not what it should be; the message names the
+    file, the problem and the fix in one sentence."""
+
+
+def unreadable(path: str | os.PathLike, err: BaseException, what: str, fix: str) -> UnreadableFile:
+    """One sentence for a file that could not be read as `what` (e.g. "an .npz image batch"), ending in `fix`."""
+    if isinstance(err, FileNotFoundError):
+        problem = "does not exist"
+    elif isinstance(err, IsADirectoryError):
+        problem = "is a directory"
+    elif isinstance(err, PermissionError):
+        problem, fix = "cannot be read (permission denied)", f"make it readable, or {fix}"
+    elif isinstance(err, OSError):
+        problem = f"cannot be read ({err.strerror or err})"
+    else:
+        problem = f"is not {what} or is truncated ({type(err).__name__}: {err})"
+    return UnreadableFile(f"{path} {problem}; {fix}")
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in chunks so multi-GB files need not fit in memory."""
     digest = hashlib.sha256()

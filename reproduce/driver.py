@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluations.backends import load_backend
 from evaluations.bootstrap import BootstrapSettings
 from evaluations.evaluator import evaluate, write_json
-from evaluations.inception import FeatureBackend, load_backend
+from evaluations.inception import FeatureBackend
 from sampling.config import compose_config
 from sampling.errors import SamplingError
 from sampling.manifest import merged_file, read_manifest
-from sampling.runner import run
+from sampling.runner import run, validate
 
 from .tables import Row, Table, run_dir
 
@@ -139,9 +140,11 @@ def reproduce(table: Table, out_root: Path, num_samples: int | None = None, laun
     """Sample (and evaluate, with `table.bootstrap` intervals) every row; returns each row's merged file by name."""
     evaluator = LazyBackend(backend or table.backend)
     samples = {}
-    for index, row in enumerate(table.rows, 1):
-        overrides = row_overrides(table, row, out_root, num_samples)
-        conf = compose_config(overrides)
+    rows = [(row, row_overrides(table, row, out_root, num_samples)) for row in table.rows]
+    confs = [compose_config(overrides) for _, overrides in rows]
+    for conf in confs:  # every row's config is checked before the first row starts
+        validate(conf)
+    for index, ((row, overrides), conf) in enumerate(zip(rows, confs, strict=True), 1):
         LOG.info("[%d/%d] %s: %s", index, len(table.rows), row.name, " ".join(overrides))
         sample_path = sample_row(conf, overrides, launch)
         if evaluate_rows:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -17,11 +18,14 @@ from omegaconf import OmegaConf
 from evaluations.bootstrap import BootstrapSettings
 from guidance.build import short_layer
 from sampling.config import CONFIG_DIR
+from sampling.errors import ConfigError
+from sampling.schema import Key, check_config, infer_schema
 from sampling.sweeps import SWEEPS, sweep_value
 
 TABLE_DIR = CONFIG_DIR / "tables"
 REPO = CONFIG_DIR.parent
 SWEEP_PREFIX = "ablation_"
+CONFIG_RULES = {"backend": {"choices": ("torch", "tf", "digits")}, "grid_samples": {"min": 0}}
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class Row:
         """The command that samples this row on its own."""
         arguments = [f"+exp={self.exp}", *table_overrides, *self.overrides]
         return " ".join(["python scripts/sample.py", *(shlex.quote(a) for a in arguments)])
+
+
+# What a table file's row may set: the fields of Row, except the swept value that only sweeps have.
+ROW_KEYS = {field.name for field in fields(Row)} - {"value"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,12 @@ class Table:
             return None
         name = row.baseline or default
         return next(r for r in self.rows if r.name == name)
+
+
+@cache
+def table_schema() -> Key:
+    """The keys of a table file: those some file of configs/tables/ sets (sampling.schema)."""
+    return infer_schema(TABLE_DIR)
 
 
 def table_names() -> list[str]:
@@ -104,9 +118,17 @@ def load_table(name: str) -> Table:
     if not path.is_file():
         raise KeyError(f"unknown table {name!r}; choose one of: {', '.join(table_names())}")
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        check_config(data, table_schema(), CONFIG_RULES)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     rows = []
     for entry in data["rows"]:
         entry = {"exp": entry} if isinstance(entry, str) else entry
+        unknown = sorted(set(entry) - ROW_KEYS)
+        if unknown or "exp" not in entry:
+            raise ConfigError(f"{path}: row {entry} has {f'unknown keys {unknown}' if unknown else 'no exp'}; a row "
+                              f"is an exp name or a mapping of {', '.join(sorted(ROW_KEYS))} (exp required)")
         overrides = tuple(entry.get("overrides", ()))
         rows.append(Row(name=entry.get("name", entry["exp"]), exp=entry["exp"], overrides=overrides,
                         label=entry.get("label", entry.get("name", entry["exp"])), baseline=entry.get("baseline", "")))

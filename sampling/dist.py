@@ -88,10 +88,13 @@ def discover(env: Mapping[str, str] | None = None) -> RankInfo:
     return RankInfo(0, 1, 0, "single")
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def select_device(requested: str, local_rank: int) -> torch.device:
     """auto: the GPU of this local rank (modulo the visible GPUs) when CUDA is available, else the CPU."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise SamplingError(f"device must be auto, cpu or cuda, got {requested!r}")
+    if requested not in DEVICES:
+        raise SamplingError(f"device must be {', '.join(DEVICES)}, got {requested!r}")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():

@@ -39,6 +39,16 @@ def checkpoint_path(name: str, directory: str | Path) -> Path:
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# Ranges and choices of the model and sampler keys (their types come from the YAML files; sampling.schema).
+CONFIG_RULES = {
+    "precision": {"choices": PRECISIONS},
+    "sampler.timestep_respacing": {
+        "pattern": r"(ddim)?[0-9]+|[0-9]+(,[0-9]+)+",
+        "allowed": "N (N evenly spaced steps), ddimN (N steps of one stride, DDIM) or N1,N2,... (steps per section)",
+        "example": "ddim25",
+    },
+    "sampler.eta": {"min": 0.0},
+}
 
 
 def resolve_precision(precision: str, use_fp16: bool, device: torch.device) -> str:
@@ -114,9 +124,10 @@ def make_diffusion(model_cfg: Mapping[str, Any], sampler_cfg: Mapping[str, Any])
     return create_diffusion(**model_cfg["diffusion"], timestep_respacing=str(sampler_cfg["timestep_respacing"]))
 
 
-def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cfg: Mapping[str, Any]) -> nn.Module:
+def sampling_network(model: nn.Module, diffusion: GaussianDiffusion, guidance_cfg: Mapping[str, Any],
+                     weak_model: nn.Module | None = None) -> nn.Module:
     """What the sampler calls: a guider, or the model itself (labels dropped when it is unconditional)."""
-    net = build_guider(model, diffusion, guidance_cfg)
+    net = build_guider(model, diffusion, guidance_cfg, weak_model=weak_model)
     if net is model and getattr(model, "num_classes", None) is None:
         return DropLabels(model)
     return net

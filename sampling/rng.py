@@ -3,7 +3,8 @@
 Stream 0 of sample i draws, in this order: one label in [0, num_classes) (always, as ADM's classifier_sample.py
 does, so the image stream does not depend on the label protocol), x_T (3, H, W), then one (3, H, W) noise tensor per
 sampler step. Stream 1 feeds stochastic attention perturbations (PAG's random masks, additive noise), so switching
-perturbations leaves x_T and the step noise unchanged. Generators live on the CPU, so the random numbers are the same
+perturbations leaves x_T and the step noise unchanged. Stream 2 draws an inverse problem's random operator parts, then
+its measurement noise (sampling/inverse.py). Generators live on the CPU, so the random numbers are the same
 on every device; seeds come from numpy's SeedSequence(seed, spawn_key=(i, stream)), well mixed and independent.
 
 Determinism guarantee: besides the random numbers, float results depend on the shapes the arithmetic runs on (CPU
@@ -21,6 +22,7 @@ import torch
 LABEL_PROTOCOLS = ("uniform", "balanced")
 IMAGE_STREAM = 0
 PERTURBATION_STREAM = 1
+MEASUREMENT_STREAM = 2
 
 
 def sample_generator(seed: int, index: int, stream: int = IMAGE_STREAM) -> torch.Generator:

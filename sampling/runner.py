@@ -31,17 +31,21 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from guidance.build import is_stochastic, set_generators
+from guidance.build import CONFIG_RULES as GUIDANCE_RULES
+from guidance.build import is_stochastic, set_generators, set_samples
 from guided_diffusion.checkpoints import CheckpointError
 from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
 
 from . import manifest as mf
-from .config import group_keys
-from .dist import RankInfo, discover, select_device
-from .errors import SamplingError
+from .config import group_keys, sample_schema
+from .dist import DEVICES, RankInfo, discover, select_device
+from .errors import ConfigError, SamplingError
+from .inverse import InverseProblem, inverse_problem
 from .merge import check_merged, merge_shards
 from .models import (
-    PRECISIONS,
+    CONFIG_RULES as MODEL_RULES,
+)
+from .models import (
     checkpoint_path,
     classifier_fn,
     compile_model,
@@ -52,6 +56,7 @@ from .models import (
 )
 from .png import export_pngs, remove_png_temp_files
 from .rng import LABEL_PROTOCOLS, MicroBatchStreams
+from .schema import check_config
 from .shards import (
     CorruptShard,
     ShardRef,
@@ -70,60 +75,56 @@ POLL_S = 2.0
 
 
 # ------------------------------------------------------------------------------------------------------ validation
-def _positive_int(conf: Mapping[str, Any], key: str, minimum: int = 1) -> int:
-    value = conf.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SamplingError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
+# Ranges and choices of the top-level keys (their types come from the YAML files; sampling.schema).
+CONFIG_RULES = {
+    "num_samples": {"min": 1, "max": MAX_SAMPLES},
+    "batch_size": {"min": 1},
+    "micro_batch": {"min": 1},
+    "seed": {"min": 0},
+    "cpu_threads": {"min": 1},
+    "wait_timeout_s": {"above": 0, "type": "float"},  # seconds; the YAML default is a whole number
+    "device": {"choices": DEVICES},
+    "labels.protocol": {"choices": LABEL_PROTOCOLS},
+    "labels.num_classes": {"min": 1},
+}
 
 
 def validate(conf: Mapping[str, Any]) -> None:
-    """Reject settings that cannot work together, each with one sentence naming the keys involved."""
+    """Reject unknown keys and values of the wrong type or range, then settings that cannot work together, each
+    with one sentence naming the keys involved (ConfigError: the scripts exit with status 2)."""
+    check_config(conf, sample_schema(), {**CONFIG_RULES, **MODEL_RULES, **GUIDANCE_RULES})
     model = conf.get("model")
     if not isinstance(model, Mapping) or "network" not in model:
-        raise SamplingError("no model is configured: choose an experiment with +exp=NAME (files in configs/exp/)")
+        raise ConfigError("no model is configured: choose an experiment with +exp=NAME (files in configs/exp/)")
     network = model["network"]
     if network.get("kind") != "unet":
-        raise SamplingError(
+        raise ConfigError(
             f"model {model.get('name')!r} is a {network.get('kind')} network; the sampler needs a diffusion U-Net "
             "(kind unet): choose one of the *_diffusion models"
         )
     if model.get("checkpoint") is None and not isinstance(model.get("init_seed"), int):
-        raise SamplingError(f"model {model.get('name')!r} has no checkpoint, so it needs an integer init_seed")
-    num_samples = _positive_int(conf, "num_samples")
-    if num_samples > MAX_SAMPLES:
-        raise SamplingError(f"num_samples must be at most {MAX_SAMPLES}, got {num_samples}")
-    batch_size = _positive_int(conf, "batch_size")
-    micro_batch = _positive_int(conf, "micro_batch")
+        raise ConfigError(f"model {model.get('name')!r} has no checkpoint, so it needs an integer init_seed")
+    num_samples, batch_size, micro_batch = conf["num_samples"], conf["batch_size"], conf["micro_batch"]
     if batch_size % micro_batch:
-        raise SamplingError(
+        raise ConfigError(
             f"batch_size ({batch_size}, samples per shard) must be a multiple of micro_batch ({micro_batch}, samples "
             f"per network call); e.g. batch_size={micro_batch * max(1, batch_size // micro_batch)}"
         )
-    _positive_int(conf, "seed", minimum=0)
-    if conf.get("precision", "auto") not in PRECISIONS:
-        raise SamplingError(f"precision must be one of {', '.join(PRECISIONS)}, got {conf.get('precision')!r}")
-    if conf.get("cpu_threads") is not None:
-        _positive_int(conf, "cpu_threads")
-    if not float(conf.get("wait_timeout_s", 0)) > 0:
-        raise SamplingError(f"wait_timeout_s must be positive, got {conf.get('wait_timeout_s')!r}")
     labels = conf["labels"]
-    if labels["protocol"] not in LABEL_PROTOCOLS:
-        raise SamplingError(f"labels.protocol must be one of {LABEL_PROTOCOLS}, got {labels['protocol']!r}")
-    num_classes = _positive_int(labels, "num_classes")
+    num_classes = labels["num_classes"]
     if network.get("num_classes") not in (None, num_classes):
-        raise SamplingError(
+        raise ConfigError(
             f"labels.num_classes={num_classes} but the model is conditional on {network['num_classes']} classes; "
             f"set labels.num_classes={network['num_classes']}"
         )
     if labels["protocol"] == "balanced" and num_samples % num_classes:
-        raise SamplingError(
+        raise ConfigError(
             f"labels.protocol=balanced gives every class num_samples / {num_classes} samples, so num_samples must be "
             f"a multiple of {num_classes}, got {num_samples}"
         )
     sampler = conf["sampler"]
     if float(sampler.get("eta", 0.0)) != 0.0 and not sampler["use_ddim"]:
-        raise SamplingError(
+        raise ConfigError(
             f"sampler.eta={sampler['eta']} only applies to DDIM, but sampler.use_ddim is false; use a DDIM sampler "
             "(e.g. sampler=ddim25) or drop the eta override"
         )
@@ -131,15 +132,22 @@ def validate(conf: Mapping[str, Any]) -> None:
         choice = conf[group].get("name", "none")
         stray = sorted(set(conf[group]) - (group_keys(group, choice) or set(conf[group])))
         if stray:
-            raise SamplingError(
+            raise ConfigError(
                 f"{group}={choice} does not use {', '.join(f'{group}.{key}' for key in stray)} (set for another "
                 f"{group}, e.g. by the experiment); remove it with {' '.join(f'~{group}.{key}' for key in stray)}"
             )
+    inverse = conf.get("inverse") or {}
+    if inverse.get("name", "none") != "none":
+        if sampler["use_ddim"]:
+            raise ConfigError("inverse=dps corrects DDPM ancestral steps, but sampler.use_ddim is true; choose a "
+                                "DDPM sampler (the paper's: sampler=ddpm1000)")
+        if conf["guidance"].get("name", "none") not in ("none", "pag"):
+            raise ConfigError(f"inverse=dps runs with guidance=none or guidance=pag, not {conf['guidance']['name']}")
     classifier = conf["classifier"]
     if classifier.get("name", "none") != "none":
         size = classifier["model"]["network"]["image_size"]
         if size != network["image_size"]:
-            raise SamplingError(
+            raise ConfigError(
                 f"classifier={classifier['name']} judges {size}x{size} images but the model makes "
                 f"{network['image_size']}x{network['image_size']}; choose the classifier of that size"
             )
@@ -217,6 +225,7 @@ class Sampler:
     conf: Mapping[str, Any]
     precision: str = "fp32"  # what conf["precision"] resolved to on this device; recorded in every shard
     compiled: bool = False
+    inverse: InverseProblem | None = None  # DPS: sample i reconstructs ground-truth image i
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -232,14 +241,21 @@ class Sampler:
                                     perturbation=is_stochastic(conf["guidance"]))
         if streams.perturbation_generators is not None:
             set_generators(self.net, streams.perturbation_generators)
+        set_samples(self.net, list(range(m * size, (m + 1) * size)))
         sampler = conf["sampler"]
+        net, measurement_fn, labels = self.net, None, streams.labels
+        if self.inverse is not None:
+            indices = range(m * size, (m + 1) * size)
+            net, measurement_fn = self.inverse.term(self.diffusion, self.net, indices, self.device)
+            labels = torch.tensor(list(indices))  # the ground-truth image index of every sample
         x = self.diffusion.sample_loop(
-            self.net, (size, channels, height, width), noise=streams.x_T.to(self.device),
+            net, (size, channels, height, width), noise=streams.x_T.to(self.device),
             clip_denoised=bool(sampler["clip_denoised"]), cond_fn=self.cond_fn,
             model_kwargs={"y": streams.labels.to(self.device)}, use_ddim=bool(sampler["use_ddim"]),
             eta=float(sampler["eta"]), noise_fn=lambda like: streams.noise().to(like.device),
+            measurement_fn=measurement_fn,
         )
-        return quantize_uint8(x).cpu().numpy(), streams.labels.numpy().astype(np.int64)
+        return quantize_uint8(x).cpu().numpy(), labels.numpy().astype(np.int64)
 
     def sample(self, start: int, end: int, on_micro_batch: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray]:
         size = self.conf["micro_batch"]
@@ -264,9 +280,12 @@ def build_sampler(conf: Mapping[str, Any], device: torch.device, compile_network
     if compiled:
         compile_model(model, speed)
     diffusion = make_diffusion(conf["model"], conf["sampler"])
-    net = sampling_network(model, diffusion, conf["guidance"])
+    weak_cfg = conf["guidance"].get("weak_model")  # autoguidance: a second, weaker network of the same kind
+    weak = load_model(weak_cfg, conf["paths"]["checkpoints"], device, precision) if weak_cfg else None
+    net = sampling_network(model, diffusion, conf["guidance"], weak)
     cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
-    return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled)
+    return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled,
+                          inverse_problem(conf))
 
 
 class Progress:
@@ -477,6 +496,8 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
         _configure_torch(conf, device)
         try:
             _, sampler = build_sampler(conf, device)
+            if sampler.inverse is not None:
+                sampler.inverse.check_count(job.num_samples)
         except CheckpointError:
             raise
         except ValueError as err:  # the builders' messages name the bad key and the valid choices
@@ -497,6 +518,10 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
                 progress.close()
         path = job.merge(refs, manifest)
         LOG.info("merged %d samples into %s", job.num_samples, path)
+        if sampler.inverse is not None:
+            with writing("the reconstructions file", layout.out_dir):
+                outputs = sampler.inverse.write_outputs(layout.out_dir, path, job.num_samples)
+            LOG.info("reconstructions, measurements, ground truths and image ids in %s", outputs)
         return path
     except Exception as err:
         if not rank.is_main:

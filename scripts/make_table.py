@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from reproduce.report import write_report  # noqa: E402
 from reproduce.tables import load_table, table_names  # noqa: E402
+from sampling.errors import SamplingError, report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,9 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-root", type=Path, default=Path("results/runs"), help="run directories: ROOT/TABLE/ROW")
     parser.add_argument("--report", type=Path, help="write REPORT.md/.csv instead of the table's default")
     args = parser.parse_args(argv)
-    table = load_table(args.table)
     command = "python scripts/make_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    md_path, csv_path = write_report(table, args.out_root, args.report or table.report_stem, command)
+    try:
+        table = load_table(args.table)
+        md_path, csv_path = write_report(table, args.out_root, args.report or table.report_stem, command)
+    except (SamplingError, ValueError, OSError) as err:
+        return report(err)
     print(md_path.read_text())
     print(f"wrote {md_path} and {csv_path}")
     return 0

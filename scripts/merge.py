@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
-from sampling.errors import SamplingError  # noqa: E402
+from sampling.errors import SamplingError, report  # noqa: E402
 from sampling.runner import remerge  # noqa: E402
 
 
@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(remerge(args.out_dir, args.num_samples))
     except (SamplingError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return report(err)
     return 0
 
 

@@ -17,8 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from hydra.errors import HydraException  # noqa: E402
+
 from reproduce.plan import DEFAULT_GPU, DEFAULT_UTILIZATION, GPUS, Throughput, format_markdown, format_text, plan_table  # noqa: E402,E501
 from reproduce.tables import load_table, table_names  # noqa: E402
+from sampling.errors import SamplingError, report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the plan as Markdown to this file")
     args = parser.parse_args(argv)
     throughput = Throughput(GPUS[args.gpu], args.utilization, args.tflops)
-    plan = plan_table(load_table(args.table), args.num_samples, throughput)
+    try:
+        plan = plan_table(load_table(args.table), args.num_samples, throughput)
+    except (SamplingError, ValueError, HydraException) as err:
+        return report(err)
     print(format_text(plan), end="")
     if args.markdown:
         command = "python scripts/plan.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

@@ -21,12 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from hydra.errors import HydraException  # noqa: E402
+
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
 from reproduce.driver import LAUNCHERS, Launch, reproduce  # noqa: E402
-from reproduce.grids import write_grid  # noqa: E402
 from reproduce.report import write_report  # noqa: E402
 from reproduce.tables import load_table, table_names  # noqa: E402
-from sampling.errors import SamplingError  # noqa: E402
+from sampling.errors import SamplingError, report  # noqa: E402
+from visualization.grids import write_grid  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,21 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confidence", type=float, help="interval confidence level (default: the table's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    table = load_table(args.table)
+    command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     chosen = {"resamples": args.bootstrap, "seed": args.bootstrap_seed, "level": args.confidence}
     try:
+        table = load_table(args.table)
         table = dataclasses.replace(table, bootstrap=dataclasses.replace(
             table.bootstrap, **{key: value for key, value in chosen.items() if value is not None}))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    try:
         samples = reproduce(table, args.out_root, args.num_samples, Launch(args.launcher, args.ngpu),
                          evaluate_rows=not args.no_eval, backend=args.backend)
-    except (SamplingError, CheckpointError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (SamplingError, CheckpointError, ValueError, OSError, HydraException) as err:
+        return report(err)
     stem = args.report or table.report_stem
     md_path, csv_path = write_report(table, args.out_root, stem, command)
     if table.grid_samples:

@@ -20,9 +20,9 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
-from sampling.config import experiments  # noqa: E402
+from sampling.config import check_overrides, experiments  # noqa: E402
 from sampling.dist import discover  # noqa: E402
-from sampling.errors import SamplingError  # noqa: E402
+from sampling.errors import ConfigError, SamplingError, report  # noqa: E402
 from sampling.runner import run  # noqa: E402
 
 _INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion", "-sc")
@@ -39,8 +39,7 @@ def main(cfg: DictConfig) -> None:
         rank = discover()
         path = run(conf, rank)
     except (SamplingError, CheckpointError) as err:
-        print(f"error{'' if rank is None else f' (rank {rank.rank})'}: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(report(err, "error" if rank is None else f"error (rank {rank.rank})"))
     if path is not None:
         print(path)
 
@@ -50,4 +49,8 @@ if __name__ == "__main__":
     if not any(re.match(r"^\+?exp=", arg) for arg in args) and not any(arg in _INFO_FLAGS for arg in args):
         print(f"error: choose an experiment with +exp=NAME; available: {', '.join(experiments())}", file=sys.stderr)
         sys.exit(2)
+    try:
+        check_overrides([arg for arg in args if not arg.startswith("-")])
+    except ConfigError as err:
+        sys.exit(report(err))
     main()

@@ -24,7 +24,7 @@ from hydra.errors import HydraException  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
-from sampling.errors import SamplingError  # noqa: E402
+from sampling.errors import SamplingError, report  # noqa: E402
 from visualization.commands import COMMANDS  # noqa: E402
 
 
@@ -103,8 +103,7 @@ def main(argv: list[str]) -> int:
     try:
         COMMANDS[args.command](args)
     except (SamplingError, CheckpointError, ValueError, HydraException, OmegaConfBaseException) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return report(err)
     return 0
 
 

@@ -12,12 +12,12 @@ import torch
 import yaml
 
 from reproduce.driver import Launch, reproduce
-from reproduce.grids import write_grid
 from reproduce.report import write_report
 from reproduce.tables import load_table
 from sampling.config import CONFIG_DIR
 from training.data import export_reference_batch
 from training.loop import config_hash
+from visualization.grids import write_grid
 
 REPO = CONFIG_DIR.parent
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from evaluations import evaluator
-from evaluations.inception import load_backend
+from evaluations.backends import load_backend
 from evaluations.metrics import feature_statistics, frechet_distance, inception_score, precision_recall
 from evaluations.npz_io import NpzImages
 from tests.evaluator_standin import standin_inception_graph

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from evaluations.backends import load_backend
 from evaluations.graphdef import parse_graph_def
-from evaluations.inception import convert_graph, load_backend
+from evaluations.inception import convert_graph
 from tests.evaluator_standin import (
     DT_FLOAT,
     DT_INT32,
@@ -205,7 +206,7 @@ def test_standin_features_agree_with_tensorflow(standin, tmp_path, size, capsys)
 def test_torch_backend_runs_without_tensorflow(standin, tmp_path):
     """The torch path must not import TensorFlow (checked in a fresh interpreter)."""
     code = (
-        "import sys, numpy as np; from pathlib import Path; from evaluations.inception import load_backend; "
+        "import sys, numpy as np; from pathlib import Path; from evaluations.backends import load_backend; "
         f"b = load_backend('torch', Path({str(standin)!r}), Path({str(tmp_path)!r}), device='cpu'); "
         "b.features(np.zeros((1, 8, 8, 3), np.uint8)); import guided_diffusion; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"

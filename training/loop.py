@@ -28,6 +28,21 @@ from .data import load_digits_rgb
 
 log = logging.getLogger(__name__)
 KINDS = ("diffusion", "classifier", "features")
+# Ranges and choices of the training keys; their types come from configs/train/*.yaml (checked by scripts/train.py).
+CONFIG_RULES = {
+    "kind": {"choices": KINDS},
+    "steps": {"min": 1},
+    "batch_size": {"min": 1},
+    "lr": {"above": 0.0},
+    "weight_decay": {"min": 0.0},
+    "ema_rate": {"min": 0.0, "max": 1.0},
+    "save_every": {"min": 1},
+    "log_every": {"min": 1},
+    "threads": {"min": 1},
+    "augment_noise": {"min": 0.0},
+    "seed": {"min": 0},
+    "data_seed": {"min": 0},
+}
 # Paths and logging: they do not shape the weights.
 _UNHASHED = ("out_dir", "export", "steps", "save_every", "log_every", "threads")
 

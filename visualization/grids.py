@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from visualization.draw import save_png
-from visualization.figures import sample_panel
+from .draw import save_png
+from .figures import sample_panel
 
 
 def write_grid(sample_path: Path, dest: Path, count: int = 64, scale: int = 2) -> Path:

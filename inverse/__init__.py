@@ -1,0 +1,1 @@
+"""Inverse problems: measurement operators and Diffusion Posterior Sampling (Chung et al., ICLR 2023)."""
