@@ -124,7 +124,7 @@ def _paired_section(table: Table, results: list[RowResult]) -> list[str]:
     if not compared or not table.bootstrap.resamples:
         return []
     settings = table.bootstrap
-    count = len(compared) * len(METRIC_NAMES)
+    count = sum("metrics" in r.paired for r in compared) * len(METRIC_NAMES)
     lines = ["", "## Paired differences to the baseline row", "",
              HOW_TO_READ.format(level=100 * settings.level, resamples=settings.resamples, seed=settings.seed,
                                 count=count, expected=f"{count * (1 - settings.level):.1f}"), "",

@@ -129,7 +129,7 @@ def test_paired_baselines_per_table():
 
 def test_an_unknown_baseline_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "TABLE_DIR", tmp_path)
-    (tmp_path / "bad.yaml").write_text("title: t\nsource: s\nbackend: digits\nbaseline: nope\nrows: [smoke]\n")
+    (tmp_path / "bad.yaml").write_text("title: t\nsource: s\nbackend: digits\nbaseline: nope\nrows: [{exp: smoke}]\n")
     with pytest.raises(ValueError, match="baseline 'nope' is not a row name"):
         load_table("bad")
 
