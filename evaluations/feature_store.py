@@ -15,6 +15,7 @@ import numpy as np
 from evaluations.bootstrap import ReferenceFeatures, SampleFeatures
 from evaluations.metrics import Coverage
 from evaluations.npz_io import save_npz_atomic
+from guided_diffusion.fileio import unreadable
 
 FORMAT = "pag-adm/eval-features-v2"
 _SAMPLE = ("pool", "spatial", "probs")
@@ -36,16 +37,17 @@ def load_features(path: Path) -> tuple[SampleFeatures, ReferenceFeatures, str, C
     """(sample features, reference side, "computed" or "stored", ball memberships), with an error that says how to
     remake them."""
     remake = "re-evaluate the row (delete its metrics.json and rerun scripts/reproduce.py)"
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"features file {path} not found; {remake}")
     try:
         with np.load(path) as data:
-            if str(data.get("format", "")) != FORMAT:
-                raise ValueError(f"{path} is not an evaluator features file ({FORMAT}); {remake}")
-            sample = SampleFeatures(**{key: data[f"sample_{key}"] for key in _SAMPLE})
-            reference = ReferenceFeatures(**{key: data[f"ref_{key}"] for key in _REFERENCE})
-            coverage = {key: data[f"coverage_{key}"] for key in _COVERAGE}
-            coverage["k"] = int(coverage["k"])
-            return sample, reference, str(data["sample_statistics"]), Coverage(**coverage)
-    except (zipfile.BadZipFile, KeyError, EOFError) as err:
-        raise ValueError(f"{path} is damaged ({err}); {remake}") from err
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise unreadable(path, err, "an evaluator features file", remake) from None
+    names = [f"sample_{key}" for key in _SAMPLE] + [f"ref_{key}" for key in _REFERENCE]
+    names += [f"coverage_{key}" for key in _COVERAGE] + ["sample_statistics"]
+    if str(arrays.get("format", "")) != FORMAT or any(name not in arrays for name in names):
+        raise ValueError(f"{path} is not an evaluator features file ({FORMAT}); {remake}")
+    sample = SampleFeatures(**{key: arrays[f"sample_{key}"] for key in _SAMPLE})
+    reference = ReferenceFeatures(**{key: arrays[f"ref_{key}"] for key in _REFERENCE})
+    coverage = {key: arrays[f"coverage_{key}"] for key in _COVERAGE}
+    coverage["k"] = int(coverage["k"])
+    return sample, reference, str(arrays["sample_statistics"]), Coverage(**coverage)

@@ -302,3 +302,11 @@ def test_inception_convert_command(tmp_path, capsys):
     inception.main(["convert", "--graph", str(graph), "--cache-dir", str(tmp_path)])
     assert "converted:" in capsys.readouterr().out
     assert len(list(tmp_path.glob("inception-torch-*.pt"))) == 1
+
+
+def test_a_features_file_that_is_not_one_is_refused_in_one_sentence(tmp_path):
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    (tmp_path / "text.npz").write_text("not an archive")
+    for name in ("other.npz", "text.npz", "missing.npz"):
+        with pytest.raises(ValueError, match=r"re-evaluate the row \(delete its metrics.json"):
+            load_features(tmp_path / name)
