@@ -33,6 +33,15 @@ def save_features(path: Path, sample: SampleFeatures, reference: ReferenceFeatur
     save_npz_atomic(path, format=np.array(FORMAT), sample_statistics=np.array(sample_statistics), **arrays)
 
 
+def is_current(path: Path) -> bool:
+    """Whether `path` is a features file of this format (reads only its format entry)."""
+    try:
+        with np.load(path) as data:
+            return "format" in data.files and str(data["format"]) == FORMAT
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return False
+
+
 def load_features(path: Path) -> tuple[SampleFeatures, ReferenceFeatures, str, Coverage]:
     """(sample features, reference side, "computed" or "stored", ball memberships), with an error that says how to
     remake them."""

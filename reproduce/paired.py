@@ -62,8 +62,11 @@ def compare(table: Table, row: Row, baseline: Row, out_root: Path, configs: dict
         return {"baseline": baseline.name, "reason": reason}
     points = {key: (row_metrics[key], base_metrics[key]) for key in METRIC_KEYS}
     LOG.info("paired bootstrap: %s vs %s (%d resamples)", row.name, baseline.name, table.bootstrap.resamples)
-    differences = paired_differences(_resampler(row_dir, device), _resampler(base_dir, device), points,
-                                     table.bootstrap)
+    try:
+        row_resampler, base_resampler = _resampler(row_dir, device), _resampler(base_dir, device)
+    except ValueError as err:  # a features file from older code or damaged: say so in the table, keep the others
+        return {"baseline": baseline.name, "reason": str(err)}
+    differences = paired_differences(row_resampler, base_resampler, points, table.bootstrap)
     return {"baseline": baseline.name, "metrics": differences}
 
 
