@@ -120,8 +120,8 @@ def extract(
 
 
 def bootstrap_intervals(
-    sample: SampleFeatures, reference: ReferenceFeatures, sample_statistics: str, settings: BootstrapSettings,
-    device: str = "cpu",
+    sample: SampleFeatures, reference: ReferenceFeatures, sample_statistics: str, coverage: metrics.Coverage,
+    settings: BootstrapSettings, device: str | None = None,
 ) -> dict:
     """The evaluator's `bootstrap` record: settings, each metric's interval and what it cost."""
     record = settings.as_dict()
@@ -132,7 +132,8 @@ def bootstrap_intervals(
     if not frechet:
         record["note"] = "the sample batch stores its own statistics: FID and sFID have no interval"
     _note(f"bootstrap: {settings.resamples} resamples of the sample batch (reference fixed)...")
-    record["intervals"] = bootstrap.intervals(MetricResampler(sample, reference, frechet, device), settings)
+    resampler = MetricResampler(sample, reference, frechet, device, coverage)
+    record["intervals"] = bootstrap.intervals(resampler, settings)
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record
 
@@ -150,23 +151,24 @@ def evaluate(
     sample, reference, sample_stats, sample_stats_spatial, facts = extract(
         ref_path, sample_path, backend, allow_blank_samples
     )
-    if features_path is not None:
-        save_features(features_path, sample, reference, facts["sample_statistics"])
     _note("computing evaluations...")
-    precision, recall = metrics.precision_recall(reference.pool, sample.pool)
+    coverage = metrics.manifold_coverage(reference.pool, sample.pool)
+    if features_path is not None:
+        save_features(features_path, sample, reference, facts["sample_statistics"], coverage)
     versions = {"numpy": np.__version__, "scipy": scipy.__version__, "torch": torch.__version__}
     if backend.name == "tf":
         import tensorflow as tf
 
         versions["tensorflow"] = tf.__version__
-    device = str(getattr(backend, "device", "cpu"))
+    device = getattr(backend, "device", None)  # the resampled FIDs run where the features were computed
     return {
         "inception_score": metrics.inception_score(sample.probs),
         "fid": metrics.frechet_distance(*sample_stats, reference.mu, reference.sigma),
         "sfid": metrics.frechet_distance(*sample_stats_spatial, reference.mu_s, reference.sigma_s),
-        "precision": precision,
-        "recall": recall,
-        "bootstrap": bootstrap_intervals(sample, reference, facts["sample_statistics"], settings, device),
+        "precision": coverage.precision,
+        "recall": coverage.recall,
+        "bootstrap": bootstrap_intervals(sample, reference, facts["sample_statistics"], coverage, settings,
+                                         str(device) if device else None),
         "ref": str(ref_path),
         "sample": str(sample_path),
         **facts,

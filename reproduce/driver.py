@@ -19,6 +19,7 @@ from typing import Any
 from evaluations.backends import load_backend
 from evaluations.bootstrap import BootstrapSettings
 from evaluations.evaluator import evaluate, write_json
+from evaluations.feature_store import is_current
 from evaluations.inception import FeatureBackend
 from sampling.config import compose_config
 from sampling.errors import SamplingError
@@ -95,7 +96,7 @@ def current_metrics(metrics_path: Path, sample_path: Path, num_samples: int,
     must be (re)computed."""
     if not metrics_path.is_file() or metrics_path.stat().st_mtime < sample_path.stat().st_mtime:
         return None
-    if not (metrics_path.parent / FEATURES).is_file():
+    if not is_current(metrics_path.parent / FEATURES):
         return None
     try:
         metrics = json.loads(metrics_path.read_text())
@@ -137,9 +138,7 @@ class LazyBackend:
 
 def reproduce(table: Table, out_root: Path, num_samples: int | None = None, launch: Launch = Launch(),
               evaluate_rows: bool = True, backend: str | None = None) -> dict[str, Path]:
-    """Sample (and evaluate) every row of `table`; returns each row's merged sample file by row name.
-
-    Intervals use `table.bootstrap`."""
+    """Sample (and evaluate, with `table.bootstrap` intervals) every row; returns each row's merged file by name."""
     evaluator = LazyBackend(backend or table.backend)
     samples = {}
     rows = [(row, row_overrides(table, row, out_root, num_samples)) for row in table.rows]

@@ -45,13 +45,13 @@ def _unpaired_reason(row: dict, base: dict, row_conf: dict | None, base_conf: di
     return None
 
 
-def _resampler(directory: Path, device: str) -> MetricResampler:
-    sample, reference, statistics = load_features(directory / FEATURES)
-    return MetricResampler(sample, reference, frechet=statistics == "computed", device=device)
+def _resampler(directory: Path, device: str | None) -> MetricResampler:
+    sample, reference, statistics, coverage = load_features(directory / FEATURES)
+    return MetricResampler(sample, reference, statistics == "computed", device, coverage)
 
 
 def compare(table: Table, row: Row, baseline: Row, out_root: Path, configs: dict[str, dict | None],
-            device: str = "cpu") -> dict[str, Any]:
+            device: str | None = None) -> dict[str, Any]:
     """{"baseline": name, "metrics": {metric: {difference, interval, excludes_zero}}} or {"baseline", "reason"}."""
     row_dir, base_dir = run_dir(out_root, table, row), run_dir(out_root, table, baseline)
     if not all((d / name).is_file() for d in (row_dir, base_dir) for name in (METRICS, FEATURES)):
@@ -62,12 +62,16 @@ def compare(table: Table, row: Row, baseline: Row, out_root: Path, configs: dict
         return {"baseline": baseline.name, "reason": reason}
     points = {key: (row_metrics[key], base_metrics[key]) for key in METRIC_KEYS}
     LOG.info("paired bootstrap: %s vs %s (%d resamples)", row.name, baseline.name, table.bootstrap.resamples)
-    differences = paired_differences(_resampler(row_dir, device), _resampler(base_dir, device), points,
-                                     table.bootstrap)
+    try:
+        row_resampler, base_resampler = _resampler(row_dir, device), _resampler(base_dir, device)
+    except ValueError as err:  # a features file from older code or damaged: say so in the table, keep the others
+        return {"baseline": baseline.name, "reason": str(err)}
+    differences = paired_differences(row_resampler, base_resampler, points, table.bootstrap)
     return {"baseline": baseline.name, "metrics": differences}
 
 
-def paired_table(table: Table, out_root: Path, configs: dict[str, dict | None], device: str = "cpu") -> dict[str, dict]:
+def paired_table(table: Table, out_root: Path, configs: dict[str, dict | None],
+                 device: str | None = None) -> dict[str, dict]:
     """Every non-baseline row's comparison by row name, recomputed only where its cache entry is stale.
 
     `configs` holds each row's composed config (None when never sampled), for the seed check."""

@@ -86,7 +86,10 @@ def _cell(result: RowResult, metric: str) -> str:
     ours, theirs = result.ours(metric), result.theirs(metric)
     if ours is None:
         return f"— (paper {_number(theirs, metric)})" if theirs is not None else "—"
-    mine = _with_interval(ours, result.interval(metric), metric)
+    interval = result.interval(metric)
+    mine = _with_interval(ours, interval, metric)
+    if interval and not interval[0] <= ours <= interval[1]:
+        mine += " †"
     if theirs is None:
         return mine
     return f"{mine} / {_number(theirs, metric)} ({ours - theirs:+.2f})"
@@ -108,7 +111,11 @@ HOW_TO_READ = (
     "suggest: overlapping intervals above do not mean no difference. A **bold** difference has an interval that "
     "excludes 0: at this sample count, the row differs from its baseline in that metric beyond resampling noise "
     "(one of {count} comparisons in the table; expect about {expected} of them to exclude 0 by chance alone). "
-    "The intervals cover the sampling noise of this batch only, not the choice of seed list, reference or model."
+    "The intervals cover the sampling noise of this batch only, not the choice of seed list, reference or model. "
+    "† in the first table marks an interval that misses its own point estimate: resamples hold ~63% distinct "
+    "samples, and FID/sFID from few samples are biased upward by more than their spread; such a row's interval "
+    "says how noisy it is, not where the metric lies, and its paired differences (where the bias largely cancels) "
+    "are the comparison to read."
 )
 
 
@@ -117,7 +124,7 @@ def _paired_section(table: Table, results: list[RowResult]) -> list[str]:
     if not compared or not table.bootstrap.resamples:
         return []
     settings = table.bootstrap
-    count = len(compared) * len(METRIC_NAMES)
+    count = sum("metrics" in r.paired for r in compared) * len(METRIC_NAMES)
     lines = ["", "## Paired differences to the baseline row", "",
              HOW_TO_READ.format(level=100 * settings.level, resamples=settings.resamples, seed=settings.seed,
                                 count=count, expected=f"{count * (1 - settings.level):.1f}"), "",

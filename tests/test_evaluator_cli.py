@@ -12,7 +12,7 @@ import pytest
 
 from evaluations import evaluator, inception, refs
 from evaluations.bootstrap import BootstrapSettings
-from evaluations.feature_store import load_features
+from evaluations.feature_store import is_current, load_features
 from evaluations.metrics import feature_statistics, frechet_distance, inception_score, precision_recall
 from evaluations.npz_io import NpzImages, save_npz_atomic
 from guided_diffusion.fileio import download
@@ -119,8 +119,10 @@ def test_intervals_are_recorded_and_printed_after_the_five_lines_only_when_asked
     results = json.loads((directory / "b.json").read_text())
     for key, (low, high) in second["intervals"].items():
         assert low <= high and f"[{low}, {high}]" in out, key
-    sample_features, reference, source = load_features(directory / "f.npz")
+    sample_features, reference, source, coverage = load_features(directory / "f.npz")
+    assert is_current(directory / "f.npz")
     assert source == "computed" and len(sample_features) == results["num_samples"] == 70
+    assert (coverage.precision, coverage.recall) == (results["precision"], results["recall"])
     _main(capsys, ref, sample, "--bootstrap", "0", "--json", directory / "c.json")
     assert json.loads((directory / "c.json").read_text())["bootstrap"] == {
         "resamples": 0, "seed": 0, "level": 0.95, "method": "percentile"}
@@ -301,3 +303,12 @@ def test_inception_convert_command(tmp_path, capsys):
     inception.main(["convert", "--graph", str(graph), "--cache-dir", str(tmp_path)])
     assert "converted:" in capsys.readouterr().out
     assert len(list(tmp_path.glob("inception-torch-*.pt"))) == 1
+
+
+def test_a_features_file_that_is_not_one_is_refused_in_one_sentence(tmp_path):
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    (tmp_path / "text.npz").write_text("not an archive")
+    for name in ("other.npz", "text.npz", "missing.npz"):
+        with pytest.raises(ValueError, match=r"re-evaluate the row \(delete its metrics.json"):
+            load_features(tmp_path / name)
+        assert not is_current(tmp_path / name)  # so the reproduction driver evaluates such a row again

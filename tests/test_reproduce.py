@@ -12,7 +12,7 @@ import pytest
 from reproduce import tables
 from reproduce.driver import Launch, reproduce
 from reproduce.paper import METRICS, paper_numbers
-from reproduce.report import collect, csv_text, markdown, write_report
+from reproduce.report import RowResult, collect, csv_text, markdown, write_report
 from reproduce.tables import Row, load_table, run_dir, table_names
 from sampling.config import compose_config, experiments
 from sampling.runner import validate
@@ -129,6 +129,14 @@ def test_paired_baselines_per_table():
 
 def test_an_unknown_baseline_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "TABLE_DIR", tmp_path)
-    (tmp_path / "bad.yaml").write_text("title: t\nsource: s\nbackend: digits\nbaseline: nope\nrows: [smoke]\n")
+    (tmp_path / "bad.yaml").write_text("title: t\nsource: s\nbackend: digits\nbaseline: nope\nrows: [{exp: smoke}]\n")
     with pytest.raises(ValueError, match="baseline 'nope' is not a row name"):
         load_table("bad")
+
+
+def test_report_marks_an_interval_that_misses_its_point_estimate():
+    table = load_table("demo")
+    metrics = {"fid": 55.0, "sfid": 21.5, "inception_score": 4.8, "precision": 0.27, "recall": 0.74,
+               "bootstrap": {"intervals": {"fid": [50.0, 60.0], "sfid": [24.0, 30.0]}}}
+    text = markdown(table, [RowResult(table.rows[0], None, metrics, None)], Path("runs"), "test")
+    assert "| 55.00 [50.00, 60.00] | 21.50 [24.00, 30.00] † | 4.80 |" in text
