@@ -94,7 +94,7 @@ DEVICES = ("auto", "cpu", "cuda")
 def select_device(requested: str, local_rank: int) -> torch.device:
     """auto: the GPU of this local rank (modulo the visible GPUs) when CUDA is available, else the CPU."""
     if requested not in DEVICES:
-        raise SamplingError(f"device must be {', '.join(DEVICES)}, got {requested!r}")
+        raise SamplingError(f"device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}, got {requested!r}")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
