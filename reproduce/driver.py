@@ -3,12 +3,15 @@
 Sampling resumes through the sampler's own shards and manifest; a row whose merged file exists is not sampled
 again. A row's evaluation (`metrics.json` in its run directory) is redone only when the merged file is newer than it
 or holds another sample count. Rows run one after another; each row's sampler uses every rank of the launcher.
+The `local` launcher with N > 1 ranks runs rank 0 in this process and starts ranks 1..N-1 itself (torchrun's
+variables, no collectives): on a CPU, N single-threaded ranks outrun one N-threaded process (docs/demo.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from evaluations.evaluator import evaluate, write_json
 from evaluations.feature_store import is_current
 from evaluations.inception import FeatureBackend
 from sampling.config import compose_config
+from sampling.dist import RankInfo
 from sampling.errors import SamplingError
 from sampling.manifest import merged_file, read_manifest
 from sampling.runner import run, validate
@@ -37,7 +41,8 @@ LAUNCHERS = ("local", "mpiexec", "torchrun")
 
 @dataclass(frozen=True)
 class Launch:
-    """How each row's sampler is started: in this process (`local`), or `ngpu` ranks under mpiexec / torchrun."""
+    """How each row's sampler is started: `ngpu` ranks on this machine (`local`: rank 0 in this process, the others
+    started here), or under mpiexec / torchrun."""
 
     launcher: str = "local"
     ngpu: int = 1
@@ -62,6 +67,22 @@ def row_overrides(table: Table, row: Row, out_root: Path, num_samples: int | Non
     return overrides + ([f"num_samples={num_samples}"] if num_samples is not None else [])
 
 
+def run_local(conf: dict[str, Any], overrides: list[str], ranks: int) -> Path:
+    """Rank 0 here, ranks 1..`ranks`-1 as child processes; a child that fails is reported by rank 0's wait."""
+    children = [subprocess.Popen([sys.executable, str(SAMPLE_SCRIPT), *overrides, "progress=false"],
+                                 env={**os.environ, "RANK": str(r), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(r)})
+                for r in range(1, ranks)]
+    try:
+        return run(conf, RankInfo(0, ranks, 0, "local"))
+    except BaseException:
+        for child in children:  # their finished shards stay; a rerun resumes
+            child.terminate()
+        raise
+    finally:
+        for child in children:
+            child.wait()
+
+
 def sample_row(conf: dict[str, Any], overrides: list[str], launch: Launch) -> Path:
     """The row's merged sample file: found, resumed or computed."""
     out_dir = Path(conf["out_dir"])
@@ -70,7 +91,7 @@ def sample_row(conf: dict[str, Any], overrides: list[str], launch: Launch) -> Pa
         LOG.info("%s: already sampled (%s)", out_dir, done.name)
         return done
     if launch.launcher == "local":
-        return run(conf)
+        return run(conf) if launch.ngpu == 1 else run_local(conf, overrides, launch.ngpu)
     subprocess.run(launch.command(overrides), check=True)
     done = merged_file(read_manifest(out_dir), out_dir, conf["num_samples"])
     if done is None:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, help="samples per row (default: each exp's, e.g. 50000)")
     parser.add_argument("--out-root", type=Path, default=Path("results/runs"), help="run directories: ROOT/TABLE/ROW")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="local", help="how each row's sampler starts")
-    parser.add_argument("--ngpu", type=int, default=1, help="ranks per row under mpiexec/torchrun")
+    parser.add_argument("--ngpu", type=int, default=1, help="ranks per row (local: processes started on this machine, rank 0 in this one)")
     parser.add_argument("--backend", help="evaluator backend instead of the table's (torch, tf, digits)")
     parser.add_argument("--report", type=Path, help="write REPORT.md/.csv instead of the table's default")
     parser.add_argument("--no-eval", action="store_true", help="sample only")
