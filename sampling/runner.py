@@ -548,9 +548,16 @@ def _configure_torch(conf: Mapping[str, Any], device: torch.device) -> None:
 def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = POLL_S) -> Location | None:
     """Sample this rank's shards; on rank 0 also wait for every shard and merge. Returns the merged file on rank 0."""
     rank = discover() if rank is None else rank
-    try:
+    with _store_errors():
         return _run(conf, rank, poll_s)
-    except StorageError as err:  # an object store failed outside a write (listing, reading): one sentence
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """An object store that failed outside a write (listing, reading) becomes one sentence."""
+    try:
+        yield
+    except StorageError as err:
         raise SamplingError(f"{err}; finished shards are kept and the same command resumes from them") from None
 
 
@@ -614,7 +621,11 @@ def _run(conf: Mapping[str, Any], rank: RankInfo, poll_s: float) -> Location | N
 
 def remerge(out_dir: str | Path | ObjectPath, num_samples: int | None = None) -> Location:
     """Merge the shards of a run directory again (scripts/merge.py), using its manifest's config and sample count."""
-    layout = Layout.of(out_dir)
+    with _store_errors():
+        return _remerge(Layout.of(out_dir), num_samples)
+
+
+def _remerge(layout: Layout, num_samples: int | None) -> Location:
     manifest = mf.read_manifest(layout.out_dir)
     if manifest is None:
         raise SamplingError(f"{layout.out_dir} has no manifest.json: it is not a sampler run directory")
