@@ -10,9 +10,11 @@ atomic write on fsspec's in-memory store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -27,13 +29,18 @@ from evaluations.evaluator import main as evaluator_main
 from guided_diffusion import storage
 from guided_diffusion.fileio import atomic_write
 from guided_diffusion.storage import ObjectPath, StorageError, UnsupportedLocation, files, location, move
+from reproduce.driver import reproduce
+from reproduce.report import write_report
+from reproduce.tables import load_table
 from sampling.config import compose_config
 from sampling.dist import RankInfo
 from sampling.errors import SamplingError
 from sampling.runner import REMOTE_MAX_POLL_S, Layout, next_poll, run
+from training.data import export_reference_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "scripts" / "sample.py"
+FEATURES = ROOT / "data" / "demo" / "digits_features.pt"
 BUCKET = "pag-adm-test"
 MERGED = "samples_8x32x32x3.npz"
 SLOW = ["sampler.timestep_respacing=ddim12", "batch_size=2"]  # 4 shards, slow enough to kill between them
@@ -58,9 +65,8 @@ def _forget_filesystems() -> None:
 def endpoint():
     """An S3 server on localhost with one bucket; this process and its children reach it with dummy credentials."""
     try:
-        from moto.server import ThreadedMotoServer
-
         import s3fs  # noqa: F401  (the s3:// back-end under test)
+        from moto.server import ThreadedMotoServer
     except ImportError as err:
         pytest.skip(f"the S3 test server cannot start: {err} (pip install -e '.[test]' brings moto[server], s3fs)")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per request in the test report
@@ -189,6 +195,27 @@ def test_missing_credentials_are_one_sentence(endpoint, tmp_path):
     assert "no usable credentials" in line and "AWS_ACCESS_KEY_ID" in line
 
 
+def test_reproduction_driver_keeps_its_run_directories_in_the_bucket(endpoint, tmp_path):
+    if not FEATURES.is_file():
+        pytest.skip("the demo feature network is not trained (make train-demo)")
+    export_reference_batch(tmp_path / "digits32_ref.npz")
+    table = load_table("smoke")
+    table = dataclasses.replace(table, overrides=(*table.overrides, f"paths.ref_batches={tmp_path}"),
+                                bootstrap=dataclasses.replace(table.bootstrap, resamples=20))
+    root = location(f"s3://{BUCKET}/tables")
+    samples = reproduce(table, root, num_samples=4)
+    assert {name: str(path) for name, path in samples.items()} == {
+        row.name: f"{root}/smoke/{row.name}/samples_4x32x32x3.npz" for row in table.rows}
+    md, _ = write_report(table, root, tmp_path / "report" / "smoke", "test")
+    assert f"`{root}/smoke`" in md.read_text() and "not evaluated" not in md.read_text()
+    stamps = {key: (root / key).stat().st_mtime for key in objects("tables")}
+    assert {"smoke/smoke_pag/metrics.json", "smoke/smoke_pag/features.npz", "smoke/paired.json"} <= set(stamps)
+    time.sleep(1.1)  # object times have 1 s resolution
+    reproduce(table, root, num_samples=4)  # everything is done: nothing is sampled or evaluated again
+    write_report(table, root, tmp_path / "report" / "smoke", "test")  # paired differences come from the cache
+    assert {key: (root / key).stat().st_mtime for key in objects("tables")} == stamps
+
+
 # ------------------------------------------------------------------------------------------------ no server needed
 def test_local_paths_stay_paths_and_urls_keep_their_double_slash(tmp_path):
     assert location(str(tmp_path / "a")) == tmp_path / "a" and isinstance(location(tmp_path), Path)
@@ -208,6 +235,15 @@ def test_unusable_urls_are_refused_with_a_sentence(tmp_path, monkeypatch, url, s
     with pytest.raises(SamplingError, match=f"out_dir={url}: .*{says}"):
         Layout.of(url)
     assert list(tmp_path.iterdir()) == []  # no local folder named after the scheme
+
+
+def test_a_hydra_sweep_into_a_store_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["sample.py", "-m", "+exp=smoke", "out_dir=s3://bucket/sweep", "seed=0,1"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(SAMPLE), run_name="__main__")
+    assert exited.value.code == 2 and "cannot sweep in an object store" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_scheme_without_its_back_end_names_the_extra(monkeypatch):
