@@ -35,7 +35,7 @@ from reproduce.tables import load_table
 from sampling.config import compose_config
 from sampling.dist import RankInfo
 from sampling.errors import SamplingError
-from sampling.runner import REMOTE_MAX_POLL_S, Layout, next_poll, run
+from sampling.runner import REMOTE_MAX_POLL_S, Layout, Run, next_poll, run
 from training.data import export_reference_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +161,20 @@ def test_a_run_killed_in_a_bucket_resumes_identically(endpoint, reference):
     quarantined = [key for key in objects("killed") if key.startswith("shards/corrupt/")]
     assert len(quarantined) == 1 and quarantined[0].startswith("shards/corrupt/0000006-0000008.npz.")
     assert "moved to s3://" in location(f"{url}/logs/rank0.log").read_text()
+
+
+def test_rank_zero_reads_failure_files_in_the_bucket_and_ignores_stale_ones(endpoint):
+    url = f"s3://{BUCKET}/failed"
+    marker = location(f"{url}/logs/rank1.error")
+    marker.write_text("SamplingError: from an earlier launch\n")
+    time.sleep(2.1)  # older than the next launch by more than the 1 s slack and the 1 s object time resolution
+    job = Run(compose_config(smoke(url, "wait_timeout_s=0.3")), RankInfo(0, 2, 0, "test"), poll_s=0.01)
+    job.prepare()
+    with pytest.raises(SamplingError, match=r"no new shard for 0 s .*rank\(s\) \[0, 1\]"):
+        job.wait_for_shards(None)
+    marker.write_text("SamplingError: cannot write shards (quota)\n")
+    with pytest.raises(SamplingError, match=r"rank 1: SamplingError: cannot write shards \(quota\); fix that"):
+        job.wait_for_shards(None)
 
 
 def test_evaluator_reads_both_batches_from_the_bucket_and_writes_its_json_there(endpoint, reference, capsys):
