@@ -2,8 +2,8 @@
 
 Run directories, checkpoints, reference batches and evaluator outputs are handled as a `pathlib.Path` or an
 `ObjectPath`; both answer the same methods (`/`, name, parent, with_name, exists, is_file, is_dir, mkdir, unlink,
-read_bytes, read_text, write_text, open("rb"), stat), so the code that uses only those never asks where a file
-lives. What differs between the two is kept here: listing a directory's files (`files`), moving (`move`), atomic
+read_bytes, read_text, write_bytes, write_text, open("rb"), stat), so the code that uses only those never asks where
+a file lives. What differs between the two is kept here: listing a directory's files (`files`), moving (`move`), atomic
 writes (`ObjectPath.write_atomic`: one upload of a finished local file, since an object appears whole or not at all)
 and a local copy of a remote input that must be a real file (`local_copy`, for checkpoints).
 
@@ -129,10 +129,6 @@ class ObjectPath:
         return self.key.rsplit("/", 1)[-1]
 
     @property
-    def suffix(self) -> str:
-        return Path(self.name).suffix
-
-    @property
     def parent(self) -> ObjectPath:
         return ObjectPath(self.protocol, self.key.rsplit("/", 1)[0]) if "/" in self.key else self
 
@@ -169,12 +165,6 @@ class ObjectPath:
             if info.get("type") != "file":
                 raise FileNotFoundError(errno.ENOENT, "no such object", self.url)
             return Stat(int(info.get("size") or 0), self.fs.modified(self.url).timestamp())
-
-    def iterdir(self) -> Iterator[ObjectPath]:
-        with translated(self):
-            names = self.fs.ls(self.url, detail=False)
-        for name in names:
-            yield ObjectPath(self.protocol, name.split("://", 1)[-1].strip("/"))
 
     # ------------------------------------------------------------------------------------------------ reading
     def open(self, mode: str = "rb") -> IO[bytes]:

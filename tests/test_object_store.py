@@ -35,6 +35,7 @@ from reproduce.tables import load_table
 from sampling.config import compose_config
 from sampling.dist import RankInfo
 from sampling.errors import SamplingError
+from sampling.models import checkpoint_path
 from sampling.runner import REMOTE_MAX_POLL_S, Layout, Run, next_poll, run
 from training.data import export_reference_batch
 
@@ -175,6 +176,22 @@ def test_rank_zero_reads_failure_files_in_the_bucket_and_ignores_stale_ones(endp
     marker.write_text("SamplingError: cannot write shards (quota)\n")
     with pytest.raises(SamplingError, match=r"rank 1: SamplingError: cannot write shards \(quota\); fix that"):
         job.wait_for_shards(None)
+
+
+def test_checkpoints_in_a_bucket_are_copied_once_into_the_local_cache(endpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAG_ADM_CACHE", str(tmp_path))
+    remote = location(f"s3://{BUCKET}/models/mine.pt")
+    remote.write_bytes(b"first")
+    local = checkpoint_path("mine", f"s3://{BUCKET}/models")
+    assert local == tmp_path / "objects" / "s3" / BUCKET / "models" / "mine.pt" and local.read_bytes() == b"first"
+    local.write_bytes(b"tampered")  # the object did not change: the copy is not fetched again
+    assert checkpoint_path("mine", f"s3://{BUCKET}/models").read_bytes() == b"tampered"
+    time.sleep(1.1)  # object times have 1 s resolution
+    remote.write_bytes(b"second!")
+    assert checkpoint_path("mine", f"s3://{BUCKET}/models").read_bytes() == b"second!"
+    with pytest.raises(SamplingError, match=rf"checkpoint s3://{BUCKET}/models/other.pt not found; .* set "
+                                            r"paths.checkpoints=DIR"):
+        checkpoint_path("other", f"s3://{BUCKET}/models")
 
 
 def test_evaluator_reads_both_batches_from_the_bucket_and_writes_its_json_there(endpoint, reference, capsys):
