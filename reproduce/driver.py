@@ -24,6 +24,7 @@ from evaluations.bootstrap import BootstrapSettings
 from evaluations.evaluator import evaluate, write_json
 from evaluations.feature_store import is_current
 from evaluations.inception import FeatureBackend
+from guided_diffusion.storage import Location, ObjectPath, location
 from sampling.config import compose_config
 from sampling.dist import RankInfo
 from sampling.errors import SamplingError
@@ -60,14 +61,14 @@ class Launch:
                 str(SAMPLE_SCRIPT), *overrides]
 
 
-def row_overrides(table: Table, row: Row, out_root: Path, num_samples: int | None) -> list[str]:
+def row_overrides(table: Table, row: Row, out_root: Path | ObjectPath, num_samples: int | None) -> list[str]:
     """The sampler's Hydra overrides for one row; `num_samples` (if given) replaces the exp's count."""
     # quoted: sweep rows' directory names hold '=' (e.g. scale=2), which Hydra's override grammar reads as syntax
     overrides = [f"+exp={row.exp}", *table.overrides, *row.overrides, f"out_dir='{run_dir(out_root, table, row)}'"]
     return overrides + ([f"num_samples={num_samples}"] if num_samples is not None else [])
 
 
-def run_local(conf: dict[str, Any], overrides: list[str], ranks: int) -> Path:
+def run_local(conf: dict[str, Any], overrides: list[str], ranks: int) -> Location:
     """Rank 0 here, ranks 1..`ranks`-1 as child processes; a child that fails is reported by rank 0's wait."""
     children = [subprocess.Popen([sys.executable, str(SAMPLE_SCRIPT), *overrides, "progress=false"],
                                  env={**os.environ, "RANK": str(r), "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(r)})
@@ -83,9 +84,9 @@ def run_local(conf: dict[str, Any], overrides: list[str], ranks: int) -> Path:
             child.wait()
 
 
-def sample_row(conf: dict[str, Any], overrides: list[str], launch: Launch) -> Path:
+def sample_row(conf: dict[str, Any], overrides: list[str], launch: Launch) -> Location:
     """The row's merged sample file: found, resumed or computed."""
-    out_dir = Path(conf["out_dir"])
+    out_dir = location(conf["out_dir"])
     done = merged_file(read_manifest(out_dir) if out_dir.is_dir() else None, out_dir, conf["num_samples"])
     if done is not None:
         LOG.info("%s: already sampled (%s)", out_dir, done.name)
@@ -99,19 +100,19 @@ def sample_row(conf: dict[str, Any], overrides: list[str], launch: Launch) -> Pa
     return done
 
 
-def reference_path(conf: dict[str, Any]) -> Path:
+def reference_path(conf: dict[str, Any]) -> Location:
     """The row's reference batch, <paths.ref_batches>/<reference_batch>, with an error that says how to get it."""
     name = conf.get("reference_batch")
     if not name:
         raise SamplingError(f"exp {conf['exp_name']!r} names no reference_batch; set reference_batch=FILE")
-    path = Path(conf["paths"]["ref_batches"]) / name
+    path = location(conf["paths"]["ref_batches"]) / name
     if not path.is_file():
         raise SamplingError(f"reference batch {path} not found: `make refs` downloads ADM's reference batches "
                             "(or set paths.ref_batches=DIR)")
     return path
 
 
-def current_metrics(metrics_path: Path, sample_path: Path, num_samples: int,
+def current_metrics(metrics_path: Location, sample_path: Location, num_samples: int,
                     settings: BootstrapSettings) -> dict | None:
     """The stored evaluation of this exact merged file with these intervals and its features kept, or None when it
     must be (re)computed."""
@@ -131,16 +132,16 @@ def current_metrics(metrics_path: Path, sample_path: Path, num_samples: int,
     return metrics
 
 
-def evaluate_row(conf: dict[str, Any], sample_path: Path, backend: Callable[[], FeatureBackend],
+def evaluate_row(conf: dict[str, Any], sample_path: Location, backend: Callable[[], FeatureBackend],
                  settings: BootstrapSettings) -> dict:
     """The row's metrics and intervals, computed once per merged file and stored beside it with its features."""
-    metrics_path = Path(conf["out_dir"]) / METRICS
+    metrics_path = location(conf["out_dir"]) / METRICS
     metrics = current_metrics(metrics_path, sample_path, conf["num_samples"], settings)
     if metrics is not None:
         LOG.info("%s: already evaluated", conf["out_dir"])
         return metrics
     metrics = evaluate(reference_path(conf), sample_path, backend(), settings=settings,
-                       features_path=Path(conf["out_dir"]) / FEATURES)
+                       features_path=location(conf["out_dir"]) / FEATURES)
     write_json(metrics_path, metrics)
     return metrics
 
@@ -157,8 +158,8 @@ class LazyBackend:
         return self._backend
 
 
-def reproduce(table: Table, out_root: Path, num_samples: int | None = None, launch: Launch = Launch(),
-              evaluate_rows: bool = True, backend: str | None = None) -> dict[str, Path]:
+def reproduce(table: Table, out_root: Path | ObjectPath, num_samples: int | None = None, launch: Launch = Launch(),
+              evaluate_rows: bool = True, backend: str | None = None) -> dict[str, Location]:
     """Sample (and evaluate, with `table.bootstrap` intervals) every row; returns each row's merged file by name."""
     evaluator = LazyBackend(backend or table.backend)
     samples = {}

@@ -23,24 +23,34 @@ from guidance.classifier import DropLabels, classifier_cond_fn
 from guided_diffusion.checkpoints import CLI, REGISTRY, load_checkpoint, network_spec
 from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
 from guided_diffusion.factory import build_network
+from guided_diffusion.storage import cache_dir, local_copy, location
 
 from .errors import SamplingError
 
 
 def checkpoint_path(name: str, directory: str | Path) -> Path:
-    """Where a checkpoint must be; a missing file raises with the command that downloads it."""
-    path = Path(directory) / f"{name}.pt"
-    if not path.is_file() and name not in REGISTRY:
+    """Where a checkpoint must be; a missing file raises with the command that downloads it. In an object store
+    (paths.checkpoints=s3://...) the object is copied once into the local cache and that copy is returned."""
+    try:
+        path = location(directory) / f"{name}.pt"
+        found = path.is_file()
+    except (ValueError, OSError) as err:
+        raise SamplingError(f"paths.checkpoints={directory}: {err}") from None
+    if not found and name not in REGISTRY:
         raise SamplingError(
             f"checkpoint {path} not found; {name} is not a released checkpoint, so train it (e.g. configs/train/) or "
             f"set paths.checkpoints=DIR to the folder that holds {name}.pt"
         )
-    if not path.is_file():
+    if not found:
         raise SamplingError(
             f"checkpoint {path} not found; download it with `{CLI} download {name} --dir {directory}` "
             f"(or `make checkpoints`), or set paths.checkpoints=DIR to the folder that holds {name}.pt"
         )
-    return path
+    try:
+        return local_copy(path, cache_dir())
+    except OSError as err:
+        raise SamplingError(f"cannot copy checkpoint {path} to {cache_dir()} ({err}); free disk space there or set "
+                            "PAG_ADM_CACHE to another directory") from None
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
