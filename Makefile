@@ -33,6 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e ".[test,demo,eval]"
+	$(PY) -m pip install --quiet --no-deps lpips==0.1.4  # for tests/test_lpips.py; LPIPS itself: the [lpips] extra
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with the CPU torch and this project (GPU machines: see README)

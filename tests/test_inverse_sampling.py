@@ -11,6 +11,7 @@ from PIL import Image
 from sampling.config import compose_config
 from sampling.dist import RankInfo
 from sampling.errors import SamplingError
+from sampling.inverse import image_files
 from sampling.runner import run
 
 NUM = 4
@@ -88,3 +89,20 @@ def test_bad_inputs_are_one_sentence(tmp_path: Path, data_dir: Path) -> None:
         run(dps_config(tmp_path / "d", data_dir, "sampler.use_ddim=true"), RankInfo(0, 1, 0, "single"))
     with pytest.raises(SamplingError, match="inverse.norm"):
         run(dps_config(tmp_path / "e", data_dir, "inverse.norm=mean"), RankInfo(0, 1, 0, "single"))
+
+
+def test_file_list_skips_comments_and_finds_bare_names_in_class_folders(tmp_path: Path) -> None:
+    for folder, name in (("n01", "val_3.png"), ("n02", "val_1.png"), ("n02", "val_2.png"), ("n03", "dup.png"),
+                         ("n04", "dup.png")):
+        (tmp_path / "images" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / folder / name)
+    listing = tmp_path / "list.txt"
+    listing.write_text("# our choice\nval_1.png\n\nn01/val_3.png\nval_2.png\n")
+    files = image_files(tmp_path / "images", listing)
+    assert [f.relative_to(tmp_path / "images").as_posix() for f in files] == ["n02/val_1.png", "n01/val_3.png",
+                                                                              "n02/val_2.png"]
+    listing.write_text("val_1.png\ndup.png\n")  # a bare name that matches two files is not guessed
+    with pytest.raises(SamplingError, match=r"1 image\(s\) of .*list.txt are not under .*dup.png; a bare name must"):
+        image_files(tmp_path / "images", listing)
+    with pytest.raises(SamplingError, match="inverse.file_list .*missing.txt cannot be read"):
+        image_files(tmp_path / "images", tmp_path / "missing.txt")
