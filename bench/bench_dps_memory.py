@@ -65,11 +65,12 @@ class SavedBytes:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
 
 
-def meta_saved_bytes(exp: str) -> tuple[int, int]:
-    """(saved bytes of one DPS gradient pass at batch 1, parameter count) of an exp's network, on the meta device."""
+def meta_saved_bytes(exp: str, frozen: bool = True) -> tuple[int, int]:
+    """(saved bytes of one DPS gradient pass at batch 1, parameter count) of an exp's network, on the meta device;
+    frozen=False counts what autograd would also keep for weight gradients."""
     spec = compose_config([f"+exp={exp}"])["model"]["network"]
     with torch.device("meta"):
-        net = build_network(spec).eval().requires_grad_(False)
+        net = build_network(spec).eval().requires_grad_(not frozen)
         x = torch.zeros(1, spec["in_channels"], spec["image_size"], spec["image_size"], requires_grad=True)
         t = torch.tensor([500])
     counter = SavedBytes({id(p) for p in net.parameters()})
@@ -127,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     full = {}
     for name, exp in FULL_SIZE.items():
         saved, params = meta_saved_bytes(exp)
+        unfrozen, _ = meta_saved_bytes(exp, frozen=False)
         full[name] = saved
         print(f"  {name:26s} 256 px, {params / 1e6:5.1f}M params: {saved / GIB:6.2f} GiB per sample "
-              f"(micro_batch 4: {4 * saved / GIB:.2f} GiB)")
+              f"(micro_batch 4: {4 * saved / GIB:.2f} GiB; {unfrozen / GIB:.2f} GiB per sample with weights "
+              "that require grad)")
     micro_batches = [int(m) for m in args.micro_batches.split(",")]
     models = ["demo32_uncond"] if args.quick else list(CPU_MODELS)
     print("measured on the CPU through the runner (two DPS steps, one process per row):")

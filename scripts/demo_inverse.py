@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "PAG s = 1 on input_blocks.5.1 and middle_block.1. FID in the digits feature space against the same "
         f"{args.num_samples} ground truths (a small-sample FID: compare rows, not absolute values). "
         f"Commit {commit}, torch {torch.__version__}; {time.time() - started:.0f} s wall, "
-        f"{time.process_time() - cpu_started:.0f} s CPU, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores, load average "
-        f"{load:.1f} at the start.",
+        f"{time.process_time() - cpu_started:.0f} s CPU, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores, "
+        f"load average {load:.1f} at the start.",
         "",
         "| task | method | PSNR (dB) | SSIM | FID (digits) |",
         "| --- | --- | ---: | ---: | ---: |",
