@@ -47,10 +47,15 @@ def _standin_torchvision() -> types.ModuleType:
     return torchvision
 
 
+def _lpips_modules() -> dict[str, types.ModuleType]:
+    return {name: module for name, module in sys.modules.items() if name == "lpips" or name.startswith("lpips.")}
+
+
 @pytest.fixture(scope="module")
 def metric() -> Iterator[Lpips]:
     if not HAS_LPIPS:
         pytest.skip("the lpips package is not installed: pip install --no-deps lpips==0.1.4")
+    before = _lpips_modules()
     with pytest.MonkeyPatch.context() as patch:
         try:
             importlib.import_module("torchvision")
@@ -58,12 +63,13 @@ def metric() -> Iterator[Lpips]:
             standin = _standin_torchvision()
             patch.setitem(sys.modules, "torchvision", standin)
             patch.setitem(sys.modules, "torchvision.models", standin.models)
-            for name in [n for n in sys.modules if n == "lpips" or n.startswith("lpips.")]:
-                patch.delitem(sys.modules, name)  # re-import lpips against the stand-in
+            for name in before:
+                del sys.modules[name]  # lpips is imported afresh, against the stand-in
         torch.manual_seed(0)
         yield Lpips(random_backbone=True, batch=2)
-        for name in [n for n in sys.modules if n == "lpips" or n.startswith("lpips.")]:
-            patch.delitem(sys.modules, name)  # nothing later sees the stand-in through lpips
+    for name in _lpips_modules():
+        del sys.modules[name]  # nothing later sees the stand-in through lpips
+    sys.modules.update(before)
 
 
 def _images(seed: int, n: int = 3, size: int = 16) -> np.ndarray:
