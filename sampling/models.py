@@ -106,7 +106,11 @@ def random_init(model: nn.Module, seed: int) -> nn.Module:
 
 def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device: torch.device,
                precision: str = "auto") -> nn.Module:
-    """The diffusion network of a model config, in eval mode on `device`, in the format `precision` resolves to."""
+    """The diffusion network of a model config, in eval mode on `device`, in the format `precision` resolves to.
+
+    Its weights are frozen: sampling never updates them, and DPS and classifier guidance differentiate with respect
+    to x_t only, so autograd need not keep what only weight gradients use (11% of a DPS step's saved activations on
+    ffhq_10m, bench/bench_dps_memory.py)."""
     spec = dict(model_cfg["network"])
     resolved = resolve_precision(precision, bool(spec.get("use_fp16")), device)
     if model_cfg.get("checkpoint") is None:
@@ -117,7 +121,7 @@ def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device:
         model = _load(model_cfg["checkpoint"], spec, checkpoint_dir, device, use_fp16=resolved == "fp16")
     if resolved == "bf16":
         model.autocast_dtype = torch.bfloat16
-    return model
+    return model.requires_grad_(False)
 
 
 def model_precision(model: nn.Module) -> str:
