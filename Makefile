@@ -21,10 +21,12 @@ REPRODUCE = $(if $(PLAN),$(PY) scripts/plan.py $(1) $(if $(NUM_SAMPLES),--num-sa
 	$(PY) scripts/reproduce.py $(1) --launcher $(LAUNCHER) --ngpu $(NGPU) --out-root $(OUT) \
 	$(if $(NUM_SAMPLES),--num-samples $(NUM_SAMPLES)) $(ARGS))
 DEMO_REF := data/demo/digits32_ref.npz
+# The demo's sampler ranks: one single-threaded process each (faster on a CPU than one multi-threaded process)
+DEMO_RANKS ?= 2
 
 .PHONY: help install test lint golden demo demo-inverse reproduce-dps train-demo checkpoints refs sample reproduce-table1 \
 	reproduce-sag ablation-scale ablation-perturbation ablation-layers ablation-sag-threshold ablation-sag-layer figures \
-	bench bench-gpu clean-venv compare-guidance compare-guidance-demo
+	bench bench-gpu clean-venv compare-guidance compare-guidance-demo demo-full demo-sweep
 
 help:  ## this list
 	@grep -E '^[a-z0-9%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 24
@@ -88,14 +90,22 @@ ablation-sag-layer: $(VENV)/.installed  ## SAG supplement Table 4: the attention
 compare-guidance: $(VENV)/.installed  ## the guidance family on ADM-256 (DDIM-25 5K; TABLE=guidance_family_ddpm250 for 50K) [PLAN=1 ...]
 	$(call REPRODUCE,$(or $(TABLE),guidance_family))
 
-compare-guidance-demo: $(VENV)/.installed $(DEMO_REF)  ## the guidance family on the demo models -> results/demo/guidance_family
-	$(PY) scripts/reproduce.py guidance_family_demo --out-root $(OUT) $(ARGS)
+compare-guidance-demo: $(VENV)/.installed $(DEMO_REF)  ## the guidance family on the demo models, 512 samples per row -> results/demo/guidance_family
+	$(PY) scripts/reproduce.py guidance_family_demo --out-root $(OUT) --ngpu $(DEMO_RANKS) $(ARGS)
+
+demo-full: $(VENV)/.installed $(DEMO_REF)  ## every method on the demo models, 2,048 samples per row (~35 min CPU) -> results/demo/full
+	$(PY) scripts/reproduce.py guidance_family_demo --num-samples 2048 --out-root $(OUT)/full --report results/demo/full \
+		--ngpu $(DEMO_RANKS) $(ARGS)
+
+demo-sweep: $(VENV)/.installed $(DEMO_REF)  ## PAG and SAG scale sweeps on the demo model with intervals -> results/demo/sweep_*_scale
+	$(PY) scripts/reproduce.py ablation_demo_pag_scale --out-root $(OUT) --ngpu $(DEMO_RANKS) $(ARGS)
+	$(PY) scripts/reproduce.py ablation_demo_sag_scale --out-root $(OUT) --ngpu $(DEMO_RANKS) $(ARGS)
 
 $(DEMO_REF): | $(VENV)/.installed
 	$(PY) -m training.data export $@
 
 demo: $(VENV)/.installed $(DEMO_REF)  ## offline demo: bundled models, none/SAG/PAG/CG rows -> results/demo/ (~5 min CPU)
-	$(PY) scripts/reproduce.py demo --out-root $(OUT) $(ARGS)
+	$(PY) scripts/reproduce.py demo --out-root $(OUT) --ngpu $(DEMO_RANKS) $(ARGS)
 
 reproduce-dps: $(VENV)/.installed  ## PAG Table 8: DPS, DPS + PAG on FFHQ -> results/dps.md [DATA_DIR= NGPU= LAUNCHER= NUM_SAMPLES= PLAN=1]
 	$(PY) scripts/reproduce_dps.py --launcher $(LAUNCHER) --ngpu $(NGPU) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \

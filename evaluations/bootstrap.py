@@ -196,10 +196,21 @@ def _resampled(resamplers: list[MetricResampler], settings: BootstrapSettings) -
     return [{key: np.array([d[i][key] for d in draws]) for key in draws[0][i]} for i in range(len(resamplers))]
 
 
+def resampled_values(resampler: MetricResampler, settings: BootstrapSettings) -> dict[str, np.ndarray]:
+    """Each metric's value on every index draw of `settings` (kept with the features: paired differences reuse
+    them, since equal-sized rows draw the same indices)."""
+    (values,) = _resampled([resampler], settings)
+    return values
+
+
+def intervals_of(values: dict[str, np.ndarray], level: float) -> dict[str, list[float]]:
+    """Percentile interval of each metric from its resampled values, keyed like the evaluator's JSON."""
+    return {key: list(percentile_interval(v, level)) for key, v in values.items()}
+
+
 def intervals(resampler: MetricResampler, settings: BootstrapSettings) -> dict[str, list[float]]:
     """Percentile interval of each metric, keyed like the evaluator's JSON."""
-    (values,) = _resampled([resampler], settings)
-    return {key: list(percentile_interval(v, settings.level)) for key, v in values.items()}
+    return intervals_of(resampled_values(resampler, settings), settings.level)
 
 
 def paired_differences(row: MetricResampler, baseline: MetricResampler, points: dict[str, tuple[float, float]],
@@ -212,9 +223,15 @@ def paired_differences(row: MetricResampler, baseline: MetricResampler, points: 
     if row.n != baseline.n:
         raise ValueError(f"paired rows need equal sample counts, got {row.n} and {baseline.n}")
     values, base_values = _resampled([row, baseline], settings)
+    return differences_of(values, base_values, points, settings.level)
+
+
+def differences_of(values: dict[str, np.ndarray], base_values: dict[str, np.ndarray],
+                   points: dict[str, tuple[float, float]], level: float) -> dict[str, dict]:
+    """paired_differences from both rows' values on the same index draws."""
     out = {}
     for key in values.keys() & base_values.keys():
-        low, high = percentile_interval(values[key] - base_values[key], settings.level)
+        low, high = percentile_interval(values[key] - base_values[key], level)
         out[key] = {"difference": points[key][0] - points[key][1], "interval": [low, high],
                     "excludes_zero": bool(low > 0 or high < 0)}
     return out

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from evaluations import bootstrap, metrics
 from evaluations.backends import load_backend
 from evaluations.bootstrap import BootstrapSettings, MetricResampler, ReferenceFeatures, SampleFeatures
-from evaluations.feature_store import save_features
+from evaluations.feature_store import Resampled, save_features
 from evaluations.inception import FEATURE_BATCH_SIZE, SOFTMAX_BATCH_SIZE, FeatureBackend
 from evaluations.npz_io import (
     NpzImages,
@@ -92,9 +92,13 @@ def check_batches(ref: NpzImages, sample: NpzImages) -> None:
 
 
 def extract(
-    ref_path: Path, sample_path: Path, backend: FeatureBackend, allow_blank_samples: bool = False
+    ref_path: Path, sample_path: Path, backend: FeatureBackend, allow_blank_samples: bool = False,
+    reference_cache: dict | None = None,
 ) -> tuple[SampleFeatures, ReferenceFeatures, tuple, tuple, dict]:
-    """Run the feature network once: (sample features, reference side, sample FID stats, sample sFID stats, facts)."""
+    """Run the feature network once: (sample features, reference side, sample FID stats, sample sFID stats, facts).
+
+    `reference_cache` (a dict the caller keeps for one backend) holds the reference's activations by path, so the
+    rows of one table extract their shared reference once."""
     with NpzImages(ref_path) as ref, NpzImages(sample_path) as sample:
         check_batches(ref, sample)
         if len(sample) < PAPER_SAMPLE_COUNT:
@@ -106,7 +110,10 @@ def extract(
         sample_pool, sample_spatial = compute_activations(
             sample, backend, "sample", check_blank=not allow_blank_samples
         )
-        ref_pool, ref_spatial = compute_activations(ref, backend, "reference")
+        cache = {} if reference_cache is None else reference_cache
+        if str(ref_path) not in cache:
+            cache[str(ref_path)] = compute_activations(ref, backend, "reference")
+        ref_pool, ref_spatial = cache[str(ref_path)]
         facts = {"num_ref_images": len(ref), "num_samples": len(sample), "resolution": list(sample.shape[1:3])}
 
     sample_stats, sample_stats_spatial, facts["sample_statistics"] = batch_statistics(
@@ -123,53 +130,57 @@ def extract(
 def bootstrap_intervals(
     sample: SampleFeatures, reference: ReferenceFeatures, sample_statistics: str, coverage: metrics.Coverage,
     settings: BootstrapSettings, device: str | None = None,
-) -> dict:
-    """The evaluator's `bootstrap` record: settings, each metric's interval and what it cost."""
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """The evaluator's `bootstrap` record (settings, each metric's interval and what it cost) and each metric's
+    resampled values."""
     record = settings.as_dict()
     if not settings.resamples:
-        return record
+        return record, {}
     start = time.perf_counter()
     frechet = sample_statistics == "computed"
     if not frechet:
         record["note"] = "the sample batch stores its own statistics: FID and sFID have no interval"
     _note(f"bootstrap: {settings.resamples} resamples of the sample batch (reference fixed)...")
     resampler = MetricResampler(sample, reference, frechet, device, coverage)
-    record["intervals"] = bootstrap.intervals(resampler, settings)
+    values = bootstrap.resampled_values(resampler, settings)
+    record["intervals"] = bootstrap.intervals_of(values, settings.level)
     record["seconds"] = round(time.perf_counter() - start, 3)
-    return record
+    return record, values
 
 
 def evaluate(
     ref_path: Path, sample_path: Path, backend: FeatureBackend, allow_blank_samples: bool = False,
-    settings: BootstrapSettings | None = None, features_path: Path | None = None,
+    settings: BootstrapSettings | None = None, features_path: Path | None = None, reference_cache: dict | None = None,
 ) -> dict:
     """The five ADM metrics, their bootstrap intervals and provenance (counts, statistics source, backend, versions).
 
     `settings` default to BootstrapSettings(); `features_path` keeps the extracted features
-    (evaluations/feature_store.py) for paired differences.
+    (evaluations/feature_store.py) for paired differences; `reference_cache` see extract.
     """
     settings = settings or BootstrapSettings()
     sample, reference, sample_stats, sample_stats_spatial, facts = extract(
-        ref_path, sample_path, backend, allow_blank_samples
+        ref_path, sample_path, backend, allow_blank_samples, reference_cache
     )
     _note("computing evaluations...")
     coverage = metrics.manifold_coverage(reference.pool, sample.pool)
+    device = getattr(backend, "device", None)  # the resampled FIDs run where the features were computed
+    record, resampled = bootstrap_intervals(sample, reference, facts["sample_statistics"], coverage, settings,
+                                            str(device) if device else None)
     if features_path is not None:
-        save_features(features_path, sample, reference, facts["sample_statistics"], coverage)
+        save_features(features_path, sample, reference, facts["sample_statistics"], coverage,
+                      Resampled(settings.resamples, settings.seed, resampled) if resampled else None)
     versions = {"numpy": np.__version__, "scipy": scipy.__version__, "torch": torch.__version__}
     if backend.name == "tf":
         import tensorflow as tf
 
         versions["tensorflow"] = tf.__version__
-    device = getattr(backend, "device", None)  # the resampled FIDs run where the features were computed
     return {
         "inception_score": metrics.inception_score(sample.probs),
         "fid": metrics.frechet_distance(*sample_stats, reference.mu, reference.sigma),
         "sfid": metrics.frechet_distance(*sample_stats_spatial, reference.mu_s, reference.sigma_s),
         "precision": coverage.precision,
         "recall": coverage.recall,
-        "bootstrap": bootstrap_intervals(sample, reference, facts["sample_statistics"], coverage, settings,
-                                         str(device) if device else None),
+        "bootstrap": record,
         "ref": str(ref_path),
         "sample": str(sample_path),
         **facts,

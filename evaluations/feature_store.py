@@ -1,13 +1,15 @@
 """A row's extracted features on disk, so bootstrap and paired differences re-score without the feature network.
 
 One `.npz` per evaluated sample batch: the sample's pool and spatial features and class probabilities, and the
-reference side it was scored against (its FID/sFID statistics and pool features) and the k-NN ball memberships of
-precision and recall. Written atomically.
+reference side it was scored against (its FID/sFID statistics and pool features), the k-NN ball memberships of
+precision and recall, and (when intervals were computed) each metric's value on every bootstrap draw, which paired
+differences reuse. Written atomically.
 """
 
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +24,28 @@ FORMAT = "pag-adm/eval-features-v2"
 _SAMPLE = ("pool", "spatial", "probs")
 _REFERENCE = ("mu", "sigma", "mu_s", "sigma_s", "pool")
 _COVERAGE = ("k", "sample_covered", "neighbours", "candidates", "nearer")
+_RESAMPLED = "resampled_"
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """Each metric's values on the `resamples` index draws of `seed` (evaluations/bootstrap.resample_indices)."""
+
+    resamples: int
+    seed: int
+    values: dict[str, np.ndarray]
 
 
 def save_features(path: Path | ObjectPath, sample: SampleFeatures, reference: ReferenceFeatures, sample_statistics: str,
-                  coverage: Coverage) -> None:
+                  coverage: Coverage, resampled: Resampled | None = None) -> None:
     """`sample_statistics` is "computed" or "stored" (a sample batch with its own mu/sigma: FID not resampled);
     `coverage` the k-NN ball memberships of the sample against the reference, so they are computed once."""
     arrays = {f"sample_{key}": getattr(sample, key) for key in _SAMPLE}
     arrays.update({f"ref_{key}": getattr(reference, key) for key in _REFERENCE})
     arrays.update({f"coverage_{key}": np.asarray(getattr(coverage, key)) for key in _COVERAGE})
+    if resampled is not None:
+        arrays["resampled"] = np.array([resampled.resamples, resampled.seed])
+        arrays.update({f"{_RESAMPLED}{key}": values for key, values in resampled.values.items()})
     save_npz_atomic(path, format=np.array(FORMAT), sample_statistics=np.array(sample_statistics), **arrays)
 
 
@@ -61,3 +76,16 @@ def load_features(path: Path | ObjectPath) -> tuple[SampleFeatures, ReferenceFea
     coverage = {key: arrays[f"coverage_{key}"] for key in _COVERAGE}
     coverage["k"] = int(coverage["k"])
     return sample, reference, str(arrays["sample_statistics"]), Coverage(**coverage)
+
+
+def load_resampled(path: Path | ObjectPath) -> Resampled | None:
+    """The bootstrap values stored with the features, or None when the file holds none (or cannot be read)."""
+    try:
+        with location(path).open("rb") as fh, np.load(fh) as data:
+            if "resampled" not in data.files:
+                return None
+            resamples, seed = (int(v) for v in data["resampled"])
+            values = {key[len(_RESAMPLED):]: data[key] for key in data.files if key.startswith(_RESAMPLED)}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
+    return Resampled(resamples, seed, values)

@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,21 @@ def current_metrics(metrics_path: Location, sample_path: Location, num_samples: 
     return metrics
 
 
-def evaluate_row(conf: dict[str, Any], sample_path: Location, backend: Callable[[], FeatureBackend],
+class LazyBackend:
+    """The evaluator's feature network, loaded on first use (a table whose rows are all evaluated needs none), with
+    the reference activations it has computed, so rows that share a reference batch extract it once."""
+
+    def __init__(self, kind: str, device: str | None = None):
+        self.kind, self.device, self._backend = kind, device, None
+        self.references: dict = {}
+
+    def __call__(self) -> FeatureBackend:
+        if self._backend is None:
+            self._backend = load_backend(self.kind, device=self.device)
+        return self._backend
+
+
+def evaluate_row(conf: dict[str, Any], sample_path: Location, backend: LazyBackend,
                  settings: BootstrapSettings) -> dict:
     """The row's metrics and intervals, computed once per merged file and stored beside it with its features."""
     metrics_path = location(conf["out_dir"]) / METRICS
@@ -141,21 +154,9 @@ def evaluate_row(conf: dict[str, Any], sample_path: Location, backend: Callable[
         LOG.info("%s: already evaluated", conf["out_dir"])
         return metrics
     metrics = evaluate(reference_path(conf), sample_path, backend(), settings=settings,
-                       features_path=location(conf["out_dir"]) / FEATURES)
+                       features_path=location(conf["out_dir"]) / FEATURES, reference_cache=backend.references)
     write_json(metrics_path, metrics)
     return metrics
-
-
-class LazyBackend:
-    """The evaluator's feature network, loaded on first use (a table whose rows are all evaluated needs none)."""
-
-    def __init__(self, kind: str, device: str | None = None):
-        self.kind, self.device, self._backend = kind, device, None
-
-    def __call__(self) -> FeatureBackend:
-        if self._backend is None:
-            self._backend = load_backend(self.kind, device=self.device)
-        return self._backend
 
 
 def reproduce(table: Table, out_root: Path | ObjectPath, num_samples: int | None = None, launch: Launch = Launch(),

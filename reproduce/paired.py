@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from evaluations.bootstrap import METRIC_KEYS, MetricResampler, paired_differences
-from evaluations.feature_store import load_features
+from evaluations.bootstrap import METRIC_KEYS, MetricResampler, differences_of, paired_differences
+from evaluations.feature_store import load_features, load_resampled
 from guided_diffusion.fileio import atomic_write
 from guided_diffusion.storage import location
 
@@ -62,7 +62,13 @@ def compare(table: Table, row: Row, baseline: Row, out_root: Path, configs: dict
     if reason:
         return {"baseline": baseline.name, "reason": reason}
     points = {key: (row_metrics[key], base_metrics[key]) for key in METRIC_KEYS}
-    LOG.info("paired bootstrap: %s vs %s (%d resamples)", row.name, baseline.name, table.bootstrap.resamples)
+    settings = table.bootstrap
+    stored = [load_resampled(d / FEATURES) for d in (row_dir, base_dir)]
+    if all(s is not None and (s.resamples, s.seed) == (settings.resamples, settings.seed) for s in stored):
+        LOG.info("paired differences: %s vs %s from their stored bootstrap draws", row.name, baseline.name)
+        return {"baseline": baseline.name,
+                "metrics": differences_of(stored[0].values, stored[1].values, points, settings.level)}
+    LOG.info("paired bootstrap: %s vs %s (%d resamples)", row.name, baseline.name, settings.resamples)
     try:
         row_resampler, base_resampler = _resampler(row_dir, device), _resampler(base_dir, device)
     except ValueError as err:  # a features file from older code or damaged: say so in the table, keep the others

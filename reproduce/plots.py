@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from guided_diffusion.fileio import atomic_write
 
 Metrics = Mapping[str, float | None]
+Interval = tuple[float, float]  # a metric's (low, high) bootstrap interval
+Difference = tuple[float, float, float]  # (row - baseline, low, high) with its paired interval
 
 NAMES = {"fid": "FID", "sfid": "sFID", "is": "Inception Score", "precision": "Precision", "recall": "Recall"}
 LOWER_IS_BETTER = {"fid", "sfid"}
@@ -49,23 +51,39 @@ def _save(figure: Figure, path: Path | str) -> Path:
     return path
 
 
+def _band(points: Sequence[tuple[float, Mapping[str, Interval]]], key: str) -> tuple[list[float], list, list]:
+    triples = sorted((float(x), *bounds[key]) for x, bounds in points if bounds.get(key) is not None)
+    return [t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]
+
+
 def plot_sweep(points: Sequence[tuple[float, Metrics]], path: Path | str, *, xlabel: str = "guidance scale s",
                title: str = "", reference: Sequence[tuple[float, Metrics]] = (), reference_label: str = "paper",
+               intervals: Sequence[tuple[float, Mapping[str, Interval]]] = (),
+               differences: Sequence[tuple[float, Mapping[str, Difference]]] = (),
                size: tuple[int, int] = (1500, 450), dpi: int = 100) -> Path:
     """Metrics vs the swept value, one panel per kind of metric present (FID/sFID, IS, precision/recall), our
-    points solid and `reference` (e.g. the paper's) dashed; returns the PNG's path."""
+    points solid and `reference` (e.g. the paper's) dashed; returns the PNG's path.
+
+    `intervals` (metric -> (low, high) per x) shade each of our series' bootstrap interval; `differences`
+    (metric -> (difference, low, high) per x, each row minus the sweep's baseline on the same seeds) add a second
+    row of panels, whose error bars are paired intervals: the comparison to read when the first row's bands
+    overlap (docs/statistics.md)."""
     keys = [key for key in NAMES if any(_value(m, key) is not None for _, m in [*points, *reference])]
     panels = [(ylabel, [k for k in group if k in keys]) for ylabel, group in PANELS if set(group) & set(keys)]
     if not panels:
         raise ValueError(f"no metric to plot: the points carry none of {', '.join(NAMES)}")
-    figure = _figure(size, dpi)
+    rows = 2 if differences else 1
+    figure = _figure((size[0], size[1] * rows), dpi)
     for index, (ylabel, panel_keys) in enumerate(panels):
-        axes = figure.add_subplot(1, len(panels), index + 1)
+        axes = figure.add_subplot(rows, len(panels), index + 1)
         for key in panel_keys:
             line = None
             xs, ys = _series(points, key)
             if xs:
                 (line,) = axes.plot(xs, ys, marker="o", label=NAMES[key])
+                band_x, low, high = _band(intervals, key)
+                if band_x:
+                    axes.fill_between(band_x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
             ref_x, ref_y = _series(reference, key)
             if ref_x:
                 axes.plot(ref_x, ref_y, marker="s", linestyle="--", label=f"{NAMES[key]} ({reference_label})",
@@ -75,6 +93,21 @@ def plot_sweep(points: Sequence[tuple[float, Metrics]], path: Path | str, *, xla
         axes.grid(alpha=0.3)
         if len(axes.get_lines()) > 1:
             axes.legend(fontsize="small")
+        if differences:
+            below = figure.add_subplot(rows, len(panels), len(panels) + index + 1)
+            for key in panel_keys:
+                triples = sorted((float(x), *d[key]) for x, d in differences if d.get(key) is not None)
+                if triples:
+                    xs, ds, lows, highs = zip(*triples, strict=True)
+                    below.errorbar(xs, ds, yerr=[[d - lo for d, lo in zip(ds, lows, strict=True)],
+                                                 [hi - d for d, hi in zip(ds, highs, strict=True)]],
+                                   marker="o", capsize=3, label=f"Δ {NAMES[key]}")
+            below.axhline(0, color="black", linewidth=0.8)
+            below.set_xlabel(xlabel)
+            below.set_ylabel(f"{ylabel.split(' (')[0]}: row - baseline")
+            below.grid(alpha=0.3)
+            if len(below.get_lines()) > 2:
+                below.legend(fontsize="small")
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -211,7 +211,12 @@ def write_figure(table: Table, results: list[RowResult], dest: Path) -> Path | N
     path = dest.with_suffix(".png")
     ours = [(r, {m: r.ours(m) for m in METRIC_NAMES}) for r in results]
     if table.sweep_key.endswith("scale"):
-        return plot_sweep([(float(r.row.value), metrics) for r, metrics in ours], path, title=table.title)
+        intervals = [(float(r.row.value), {m: tuple(b) for m in METRIC_NAMES if (b := r.interval(m))})
+                     for r in results]
+        differences = [(float(r.row.value), {m: (d["difference"], *d["interval"]) for m in METRIC_NAMES
+                                             if (d := r.difference(m))}) for r in results]
+        return plot_sweep([(float(r.row.value), metrics) for r, metrics in ours], path, title=table.title,
+                          intervals=intervals, differences=[d for d in differences if d[1]])
     reference = {r.row.label: r.theirs("fid") for r in results if r.theirs("fid") is not None}
     return plot_ablation_bars([(r.row.label, metrics) for r, metrics in ours], path, title=table.title,
                               reference=reference)

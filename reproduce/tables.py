@@ -107,8 +107,10 @@ def sweep_table(sweep_name: str) -> Table:
         for value in sweep.values
     )
     zero = [row.name for row in rows if row.value == 0]  # a scale sweep's unguided row, else the first row
-    return Table(name=SWEEP_PREFIX + sweep_name, title=sweep.source, source=sweep.source, backend="torch", rows=rows,
-                 sweep_key=sweep.key, baseline=zero[0] if zero else "")
+    bootstrap = BootstrapSettings() if sweep.resamples is None else BootstrapSettings(resamples=sweep.resamples)
+    return Table(name=SWEEP_PREFIX + sweep_name, title=sweep.source, source=sweep.source, backend=sweep.backend,
+                 rows=rows, sweep_key=sweep.key, report=sweep.report, baseline=zero[0] if zero else "",
+                 bootstrap=bootstrap)
 
 
 def load_table(name: str) -> Table:

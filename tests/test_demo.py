@@ -55,7 +55,7 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert list(samples) == [row.name for row in table.rows]
     md, _ = write_report(table, tmp_path / "runs", tmp_path / "demo" / "table", "test")
     text = md.read_text()
-    assert text.count("| 8 | ddim25 |") == len(table.rows) and "digits classifier" in text
+    assert text.count("| 8 | ddim10 |") == len(table.rows) and "digits classifier" in text
     grid = write_grid(samples["demo_uncond_pag"], tmp_path / "demo" / "grid.png", count=8)
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with np.load(samples["demo_uncond"]) as plain, np.load(samples["demo_uncond_pag"]) as guided:

@@ -7,8 +7,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from evaluations.bootstrap import BootstrapSettings
 from reproduce import tables
 from reproduce.driver import Launch, reproduce
 from reproduce.paper import METRICS, paper_numbers
@@ -140,3 +142,16 @@ def test_report_marks_an_interval_that_misses_its_point_estimate():
                "bootstrap": {"intervals": {"fid": [50.0, 60.0], "sfid": [24.0, 30.0]}}}
     text = markdown(table, [RowResult(table.rows[0], None, metrics, None)], Path("runs"), "test")
     assert "| 55.00 [50.00, 60.00] | 21.50 [24.00, 30.00] † | 4.80 |" in text
+
+
+def test_local_ranks_give_the_bytes_of_one_process(smoke_table, tmp_path):
+    """`--launcher local --ngpu 2` (make demo): rank 0 here, rank 1 a child process; the same samples as one rank."""
+    table = dataclasses.replace(smoke_table, rows=smoke_table.rows[:1], bootstrap=BootstrapSettings(resamples=0),
+                                overrides=(*smoke_table.overrides, "batch_size=2"))
+    one = reproduce(table, tmp_path / "one", num_samples=8, launch=Launch(), evaluate_rows=False)
+    two = reproduce(table, tmp_path / "two", num_samples=8, launch=Launch("local", 2), evaluate_rows=False)
+    row = table.rows[0].name
+    with np.load(one[row]) as a, np.load(two[row]) as b:
+        assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["arr_1"], b["arr_1"])
+    logs = run_dir(tmp_path / "two", table, table.rows[0]) / "logs"
+    assert (logs / "rank1.log").is_file()  # the second rank really ran, as its own process
