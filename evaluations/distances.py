@@ -31,8 +31,10 @@ class Operand:
     def __init__(self, features: np.ndarray):
         full = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         self.full = full
-        self.half = full.to(torch.float16).float()
-        self.half_norms = (self.half * self.half).to(torch.float16).float().sum(1).to(torch.float16)
+        half = full.to(torch.float16)
+        self.half = half.float()
+        # float16 squares (a float16 product is rounded once), summed in float32, rounded to float16
+        self.half_norms = torch.mul(half, half).sum(1, dtype=torch.float32).to(torch.float16)
 
     @functools.cached_property
     def full_norms(self) -> torch.Tensor:
@@ -153,29 +155,59 @@ def _nearest_by_blocks(x: Operand, count: int, row_batch_size: int, col_batch_si
     return best
 
 
+def _both_ways(x: Operand, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Distances of rows to cols (disjoint ranges) and, from the same product, of cols to rows (stored
+    transposed: the mirrored chain (|v|^2 - 2 u.v) + |u|^2); None when a float16 value is not finite."""
+    m2 = _minus_twice_product16(x, slice(*rows), x, slice(*cols))
+    mirror = m2.add(x.half_norms[None, cols[0] : cols[1]]).add_(x.half_norms[rows[0] : rows[1], None]).clamp_min_(0)
+    d = _finish16(m2, x.half_norms[rows[0] : rows[1]], x.half_norms[cols[0] : cols[1]])
+    return (d, mirror) if _finite(d) and _finite(mirror) else None
+
+
+_LEAF = 256
+
+
+def _square(x: Operand, t0: int, t1: int, out: torch.Tensor, base: int) -> bool:
+    """Distances among rows t0:t1 into out[t0 - base:, t0 - base:], each pair's product once: halves recursively,
+    one product per off-diagonal half, whole squares from _LEAF rows down. False when a float16 value is not
+    finite."""
+    if t1 - t0 <= _LEAF:
+        d = distances16(x, slice(t0, t1), x, slice(t0, t1))
+        out[t0 - base : t1 - base, t0 - base : t1 - base] = d
+        return _finite(d)
+    mid = (t0 + t1) // 2
+    if not (_square(x, t0, mid, out, base) and _square(x, mid, t1, out, base)):
+        return False
+    pair = _both_ways(x, (t0, mid), (mid, t1))
+    if pair is None:
+        return False
+    out[t0 - base : mid - base, mid - base : t1 - base] = pair[0]
+    out[mid - base : t1 - base, t0 - base : mid - base] = pair[1].T
+    return True
+
+
 def _nearest_symmetric(x: Operand, count: int, batch_size: int, tile_rows: int) -> _Nearest | None:
-    """Each pair's product once: a tile of rows against the columns from its first row on gives those rows'
-    distances and, through the mirrored chain, the later rows' distances to the tile. None when any float16
-    value is not finite (the per-block fallback then needs the blockwise path)."""
+    """Each pair's product once: a tile of rows gets its distances among itself (_square) and to the columns
+    after it, and those later rows get their distances to the tile from the same product through the mirrored
+    chain. None when any float16 value is not finite (ADM's per-block fallback then needs the blockwise path)."""
     best = _Nearest(len(x), count, torch.float16)
     n = len(x)
     for block_start, block_end in blocks(n, batch_size):
         for t0 in range(block_start, block_end, tile_rows):
             t1 = min(t0 + tile_rows, block_end)
+            square = torch.empty(t1 - t0, t1 - t0, dtype=torch.float16)
+            if not _square(x, t0, t1, square, t0):
+                return None
+            best.add(t0, t1, square, t0)
             for c_start, c_end in blocks(n, batch_size):
-                if c_end <= t0:
+                c0 = max(c_start, t1)
+                if c0 >= c_end:
                     continue
-                c0 = max(c_start, t0)
-                m2 = _minus_twice_product16(x, slice(t0, t1), x, slice(c0, c_end))
-                beyond = max(t1, c0)  # columns whose rows get their distances to the tile from the mirror
-                mirror = m2[:, beyond - c0:].add(x.half_norms[None, beyond:c_end]).add_(
-                    x.half_norms[t0:t1, None]).clamp_min_(0)
-                d = _finish16(m2, x.half_norms[t0:t1], x.half_norms[c0:c_end])
-                if not (_finite(d) and _finite(mirror)):
+                pair = _both_ways(x, (t0, t1), (c0, c_end))
+                if pair is None:
                     return None
-                best.add(t0, t1, d, c0)
-                if beyond < c_end:
-                    best.add(beyond, c_end, mirror, t0, dim=0)
+                best.add(t0, t1, pair[0], c0)
+                best.add(c0, c_end, pair[1], t0, dim=0)
     return best
 
 

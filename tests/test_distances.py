@@ -27,9 +27,12 @@ def test_thresholds_rounded_down_compare_like_float32():
     assert distances.at_most(thresholds, d.float()) is thresholds
 
 
-@pytest.mark.parametrize("n,batch,tile,count", [(150, 10000, 2048, 4), (150, 64, 16, 4), (130, 50, 7, 33),
-                                                (40, 40, 40, 40)])
-def test_symmetric_nearest_equals_the_blockwise_one(n, batch, tile, count):
+@pytest.mark.parametrize("n,batch,tile,count,leaf", [
+    (150, 10000, 2048, 4, 256), (150, 64, 16, 4, 256), (130, 50, 7, 33, 256), (40, 40, 40, 40, 256),
+    (600, 10000, 2048, 33, 256), (300, 170, 100, 4, 16), (257, 10000, 2048, 5, 16),
+])
+def test_symmetric_nearest_equals_the_blockwise_one(monkeypatch, n, batch, tile, count, leaf):
+    monkeypatch.setattr(distances, "_LEAF", leaf)  # tiles above it are split in halves, recursively
     x = distances.Operand(_features(1, n))
     symmetric = distances._nearest_symmetric(x, count, batch, tile).sorted()
     blockwise = distances._nearest_by_blocks(x, count, batch, batch, tile).sorted()
