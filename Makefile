@@ -33,6 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e ".[test,demo,eval]"
+	$(PY) -m pip install --quiet --no-deps lpips==0.1.4  # for tests/test_lpips.py; LPIPS itself: the [lpips] extra
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with the CPU torch and this project (GPU machines: see README)
@@ -120,6 +121,7 @@ bench: $(VENV)/.installed  ## CPU benchmarks, quick mode (ratios measured in one
 	OMP_NUM_THREADS=1 $(PY) bench/bench_pag_step.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_attention.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_sampler_rss.py --quick
+	OMP_NUM_THREADS=1 $(PY) bench/bench_dps_memory.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_precision_recall.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_features.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_bootstrap.py --quick

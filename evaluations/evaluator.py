@@ -34,6 +34,7 @@ from evaluations.npz_io import (
     stored_statistics,
 )
 from guided_diffusion.fileio import atomic_write
+from guided_diffusion.storage import ObjectPath, location
 
 PAPER_SAMPLE_COUNT = 50_000
 _PRINTED = (("inception_score", "Inception Score"), ("fid", "FID"), ("sfid", "sFID"), ("precision", "Precision"),
@@ -196,8 +197,10 @@ def format_intervals(results: dict) -> str:
     )
 
 
-def write_json(path: Path, results: dict) -> None:
-    """Write results through a temporary file and a rename, so a crash never leaves a truncated file."""
+def write_json(path: str | Path | ObjectPath, results: dict) -> None:
+    """Write results through a temporary file and a rename (in a store: one upload), so a crash never leaves a
+    truncated file."""
+    path = location(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"
     atomic_write(path, lambda fh: fh.write(text.encode()))
@@ -208,9 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m evaluations.evaluator", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "ref_batch", type=Path, help="reference batch .npz (e.g. VIRTUAL_imagenet256_labeled.npz)"
+        "ref_batch", help="reference batch .npz (e.g. VIRTUAL_imagenet256_labeled.npz); a path or an s3://, gs://, "
+        "az:// URL, as are the sample batch, --json and --save-features"
     )
-    parser.add_argument("sample_batch", type=Path, help="sample batch .npz: arr_0 = uint8 NHWC images")
+    parser.add_argument("sample_batch", help="sample batch .npz: arr_0 = uint8 NHWC images")
     parser.add_argument(
         "--backend",
         choices=["torch", "tf", "digits"],
@@ -218,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         help="default: torch (Inception, no TensorFlow); digits: the demo's own feature space, not Inception",
     )
     parser.add_argument("--feature-net", type=Path, help="digits backend: feature network file (default: the demo's)")
-    parser.add_argument("--json", type=Path, help="also write the results and their provenance to this file")
+    parser.add_argument("--json", help="also write the results and their provenance to this file")
     parser.add_argument("--graph", type=Path, help="Inception graph to use instead of the official download")
     parser.add_argument(
         "--cache-dir", type=Path, help="graph cache (default: $PAG_ADM_CACHE or ~/.cache/pag-adm)"
@@ -234,9 +238,14 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"interval confidence level (default {bootstrap.DEFAULT_LEVEL})")
     parser.add_argument("--print-intervals", action="store_true",
                         help="print each metric's interval after ADM's five lines")
-    parser.add_argument("--save-features", type=Path, help="keep the extracted features in this .npz")
+    parser.add_argument("--save-features", help="keep the extracted features in this .npz")
     args = parser.parse_args(argv)
     try:
+        args.ref_batch, args.sample_batch = location(args.ref_batch), location(args.sample_batch)
+        args.json = location(args.json) if args.json else None
+        args.save_features = location(args.save_features) if args.save_features else None
+        if isinstance(args.json, ObjectPath):  # a missing bucket or credentials fail now, not after the metrics
+            args.json.mkdir()
         settings = BootstrapSettings(args.bootstrap, args.bootstrap_seed, args.confidence)
         # Fail on a malformed file before spending minutes on the network.
         with NpzImages(args.ref_batch) as ref, NpzImages(args.sample_batch) as sample:
@@ -251,8 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     print(format_results(results))
     if args.print_intervals and args.bootstrap:
         print(format_intervals(results))
-    if args.json:
-        write_json(args.json, results)
+    if args.json is not None:
+        try:
+            write_json(args.json, results)
+        except OSError as e:
+            sys.exit(f"error: cannot write {args.json}: {e}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from evaluations.bootstrap import ReferenceFeatures, SampleFeatures
 from evaluations.metrics import Coverage
 from evaluations.npz_io import save_npz_atomic
 from guided_diffusion.fileio import unreadable
+from guided_diffusion.storage import ObjectPath, location
 
 FORMAT = "pag-adm/eval-features-v2"
 _SAMPLE = ("pool", "spatial", "probs")
@@ -23,7 +24,7 @@ _REFERENCE = ("mu", "sigma", "mu_s", "sigma_s", "pool")
 _COVERAGE = ("k", "sample_covered", "neighbours", "candidates", "nearer")
 
 
-def save_features(path: Path, sample: SampleFeatures, reference: ReferenceFeatures, sample_statistics: str,
+def save_features(path: Path | ObjectPath, sample: SampleFeatures, reference: ReferenceFeatures, sample_statistics: str,
                   coverage: Coverage) -> None:
     """`sample_statistics` is "computed" or "stored" (a sample batch with its own mu/sigma: FID not resampled);
     `coverage` the k-NN ball memberships of the sample against the reference, so they are computed once."""
@@ -33,21 +34,21 @@ def save_features(path: Path, sample: SampleFeatures, reference: ReferenceFeatur
     save_npz_atomic(path, format=np.array(FORMAT), sample_statistics=np.array(sample_statistics), **arrays)
 
 
-def is_current(path: Path) -> bool:
+def is_current(path: Path | ObjectPath) -> bool:
     """Whether `path` is a features file of this format (reads only its format entry)."""
     try:
-        with np.load(path) as data:
+        with location(path).open("rb") as fh, np.load(fh) as data:
             return "format" in data.files and str(data["format"]) == FORMAT
     except (OSError, ValueError, zipfile.BadZipFile, EOFError):
         return False
 
 
-def load_features(path: Path) -> tuple[SampleFeatures, ReferenceFeatures, str, Coverage]:
+def load_features(path: Path | ObjectPath) -> tuple[SampleFeatures, ReferenceFeatures, str, Coverage]:
     """(sample features, reference side, "computed" or "stored", ball memberships), with an error that says how to
     remake them."""
     remake = "re-evaluate the row (delete its metrics.json and rerun scripts/reproduce.py)"
     try:
-        with np.load(path) as data:
+        with location(path).open("rb") as fh, np.load(fh) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise unreadable(path, err, "an evaluator features file", remake) from None

@@ -1,7 +1,7 @@
 """Streaming access to image batches stored in .npz files, and the checks a sample batch must pass.
 
 A 50K-sample 256x256 batch is 9.8 GB; reading `arr_0` batch by batch (as ADM's evaluator does) keeps memory
-at one batch.
+at one batch. Paths may be object-store URLs (guided_diffusion.storage): the zip is then read with ranged requests.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from guided_diffusion.fileio import atomic_write, unreadable
+from guided_diffusion.storage import ObjectPath, location
 
 IMAGE_KEY = "arr_0"
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
@@ -32,15 +33,20 @@ def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
 class NpzImages:
     """The `arr_0` array of an npz file, read in batches without loading the whole array."""
 
-    def __init__(self, path: str | os.PathLike, key: str = IMAGE_KEY):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike | ObjectPath, key: str = IMAGE_KEY):
+        self.path = location(path)
         try:
-            self._zip = zipfile.ZipFile(self.path)
+            self._file = self.path.open("rb")
+        except OSError as err:
+            raise unreadable(self.path, err, "an .npz archive", NPZ_FIX) from None
+        try:
+            self._zip = zipfile.ZipFile(self._file)
         except (OSError, zipfile.BadZipFile) as err:
+            self._file.close()
             raise unreadable(self.path, err, "an .npz archive", NPZ_FIX) from None
         names = self._zip.namelist()
         if f"{key}.npy" not in names:
-            self._zip.close()
+            self.close()
             keys = sorted(n.removesuffix(".npy") for n in names)
             raise ValueError(
                 f"{self.path}: no '{key}' array (keys: {keys}); ADM batches keep images in '{key}'"
@@ -50,7 +56,7 @@ class NpzImages:
             with self._zip.open(self._member) as f:
                 self.shape, self.fortran_order, self.dtype = _read_npy_header(f)
         except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
-            self._zip.close()
+            self.close()
             raise unreadable(self.path, err, f"an .npz archive with a readable '{key}' array", NPZ_FIX) from None
         self.keys = [n.removesuffix(".npy") for n in names]
 
@@ -58,7 +64,11 @@ class NpzImages:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._zip.close()
+        self._file.close()
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -68,7 +78,8 @@ class NpzImages:
         if self.dtype.hasobject:
             raise ValueError(f"{self.path}: '{self._member}' holds Python objects, not images")
         if self.fortran_order:  # rare (a transposed array saved as is): only a full load can reorder it
-            array = np.load(self.path)[self._member.removesuffix(".npy")]
+            with self.path.open("rb") as fh:
+                array = np.load(fh)[self._member.removesuffix(".npy")]
             for start in range(0, len(array), batch_size):
                 yield np.ascontiguousarray(array[start : start + batch_size])
             return
@@ -90,13 +101,22 @@ class NpzImages:
         return next(self.batches(batch_size))
 
 
-def stored_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
+def stored_statistics(path: str | os.PathLike | ObjectPath) -> dict[str, np.ndarray] | None:
     """The precomputed `mu/sigma/mu_s/sigma_s` of a reference batch, or None when it has none (ADM's rule:
     statistics are read when a `mu` key exists)."""
     try:
-        data = np.load(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        fh = location(path).open("rb")
+    except OSError as err:
         raise unreadable(path, err, "an .npz archive", NPZ_FIX) from None
+    with fh:
+        try:
+            data = np.load(fh)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise unreadable(path, err, "an .npz archive", NPZ_FIX) from None
+        return _statistics(path, data)
+
+
+def _statistics(path: str | os.PathLike | ObjectPath, data: np.lib.npyio.NpzFile) -> dict[str, np.ndarray] | None:
     with data:
         if "mu" not in data.files:
             return None
@@ -144,7 +164,7 @@ def check_sample_matches_reference(sample: NpzImages, ref: NpzImages) -> None:
         )
 
 
-def check_sample_batch(batch: np.ndarray, start: int, path: Path) -> None:
+def check_sample_batch(batch: np.ndarray, start: int, path: Path | ObjectPath) -> None:
     """Refuse blank (single-valued) images: NaNs in a sampler's output become such images in uint8."""
     flat = batch.reshape(len(batch), -1)
     blank = np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))
@@ -158,8 +178,9 @@ def check_sample_batch(batch: np.ndarray, start: int, path: Path) -> None:
         )
 
 
-def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """np.savez through a temporary file and a rename, so a crash never leaves a half-written batch."""
-    path = Path(path)
+def save_npz_atomic(path: str | os.PathLike | ObjectPath, **arrays: np.ndarray) -> None:
+    """np.savez through a temporary file and a rename (in a store: one upload), so a crash never leaves a
+    half-written batch."""
+    path = location(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda fh: np.savez(fh, **arrays))

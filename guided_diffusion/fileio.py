@@ -3,7 +3,8 @@ resumable checksummed download.
 
 One copy of each, so every multi-GB file (checkpoints, reference batches, merged samples) gets the same guarantees:
 no file under its final name unless complete, no data loaded whole into memory. Standard library and tqdm only,
-so importing it never pulls in torch.
+so importing it never pulls in torch. Paths may be object-store URLs or ObjectPaths (guided_diffusion.storage):
+atomic writes to a store are one upload of a finished local file, reads go through the store's reader.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import IO
 
 from tqdm import tqdm
+
+from .storage import ObjectPath, StorageError, is_url, location
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -46,8 +49,10 @@ class UnreadableFile(ValueError):
     file, the problem and the fix in one sentence."""
 
 
-def unreadable(path: str | os.PathLike, err: BaseException, what: str, fix: str) -> UnreadableFile:
+def unreadable(path: str | os.PathLike | ObjectPath, err: BaseException, what: str, fix: str) -> UnreadableFile:
     """One sentence for a file that could not be read as `what` (e.g. "an .npz image batch"), ending in `fix`."""
+    if isinstance(err, StorageError):
+        return UnreadableFile(f"{path} cannot be read: {err}")
     if isinstance(err, FileNotFoundError):
         problem = "does not exist"
     elif isinstance(err, IsADirectoryError):
@@ -61,10 +66,10 @@ def unreadable(path: str | os.PathLike, err: BaseException, what: str, fix: str)
     return UnreadableFile(f"{path} {problem}; {fix}")
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks so multi-GB files need not fit in memory."""
+def file_sha256(path: str | os.PathLike | ObjectPath) -> str:
+    """Hex sha256 of a file or object, read in chunks so multi-GB files need not fit in memory."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with location(path).open("rb") as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -94,11 +99,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write_fn: Callable[[IO[bytes]], object]) -> None:
+def atomic_write(path: Path | ObjectPath | str, write_fn: Callable[[IO[bytes]], object]) -> None:
     """Call write_fn(binary file) on a hidden `.NAME.tmp` beside `path`, fsync, then rename over `path`.
 
     A crash leaves either the old file or the complete new one (plus at most the temporary, removed on failure).
+    In an object store there is no temporary beside it: the object is uploaded once it is complete.
     """
+    if is_url(path):
+        location(path).write_atomic(write_fn)
+        return
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

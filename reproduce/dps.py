@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from evaluations.inception import FeatureBackend
+from evaluations.perceptual import EXTRA_HINT, Lpips
 from evaluations.restoration import fid, psnr, ssim
 from guidance.flops import META, count_flops, step_inputs
 from guided_diffusion.factory import build_network
@@ -84,17 +85,21 @@ def row_cost(conf: Mapping[str, Any]) -> DpsCost:
                    conf["guidance"]["name"] == "pag" and float(conf["guidance"]["scale"]) != 0.0)
 
 
-def row_metrics(out_dir: Path, backend: FeatureBackend) -> dict[str, float]:
-    """PSNR, SSIM and FID of a finished row, stored in its run directory (recomputed when the run is newer)."""
+def row_metrics(out_dir: Path, backend: FeatureBackend, lpips: Lpips | None = None) -> dict[str, Any]:
+    """PSNR, SSIM, FID and (with the lpips extra) LPIPS-VGG of a finished row, stored in its run directory;
+    recomputed when the run is newer, or when LPIPS is missing there and can be computed now."""
     path = out_dir / METRICS
     recon_files = sorted(out_dir.glob("reconstructions_*.npz"))
     if path.is_file() and recon_files and path.stat().st_mtime >= recon_files[-1].stat().st_mtime:
-        return json.loads(path.read_text())
+        stored = json.loads(path.read_text())
+        if lpips is None or stored.get("lpips") is not None:
+            return stored
     data = read_reconstructions(out_dir)
     images, truths = data["reconstructions"], data["truths"]
     metrics = {"num_samples": len(images), "psnr": float(psnr(images, truths).mean()),
                "ssim": float(ssim(images, truths).mean()), "fid": fid(images, truths, backend),
-               "feature_space": backend.feature_space}
+               "feature_space": backend.feature_space,
+               "lpips": None if lpips is None else float(lpips(images, truths).mean())}
     atomic_write(path, lambda fh: fh.write(json.dumps(metrics, indent=1).encode()))
     return metrics
 
@@ -125,27 +130,37 @@ def plan_markdown(costs: Mapping[tuple[str, str], DpsCost], throughput: Throughp
     return lines
 
 
+def _ours(got: Mapping[str, Any] | None) -> str:
+    if not got:
+        return "not run | - | - | -"
+    lpips = "n/a" if got.get("lpips") is None else f"{got['lpips']:.3f}"
+    return f"{got['fid']:.2f} | {lpips} | {got['psnr']:.2f} | {got['ssim']:.3f}"
+
+
 def report(costs: Mapping[tuple[str, str], DpsCost], metrics: Mapping[tuple[str, str], dict],
            throughput: Throughput) -> str:
     lines = ["# PAG Table 8: DPS and DPS + PAG on FFHQ 256 (1K validation images)", "",
              "Ours: FID of the reconstructions against the ground truths (Inception backend; the paper names no FID "
-             "implementation), PSNR and SSIM; LPIPS is not computed yet (docs/inverse-problems.md). Paper: PAG "
-             "Table 8; its DPS row for box inpainting, Gauss and motion equals the DPS paper's Table 1 (copied, not "
-             "re-run).", "",
-             "| task | method | FID | PSNR (dB) | SSIM | paper FID | paper LPIPS |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "implementation), LPIPS with the VGG backbone (the `lpips` package, inputs in [-1, 1], as DPS's metric "
+             "script), PSNR and SSIM. Paper: PAG Table 8; its DPS row for box inpainting, Gauss and motion equals "
+             "the DPS paper's Table 1 (copied, not re-run).", ""]
+    if any(got.get("lpips") is None for got in metrics.values()):
+        lines += [f"LPIPS n/a: the `lpips` extra was absent when those rows were evaluated; install it with "
+                  f"{EXTRA_HINT} and rerun the same command (only the metrics are recomputed).", ""]
+    lines += ["| task | method | FID | LPIPS | PSNR (dB) | SSIM | paper FID | paper LPIPS |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (method, task), paper in PAPER.items():
-        got = metrics.get((method, task))
-        ours = (f"{got['fid']:.2f} | {got['psnr']:.2f} | {got['ssim']:.3f}" if got else "not run | - | -")
-        lines.append(f"| {TASKS[task]} | {METHODS[method]} | {ours} | {paper[0]:.2f} | {paper[1]:.3f} |")
+        lines.append(f"| {TASKS[task]} | {METHODS[method]} | {_ours(metrics.get((method, task)))} | "
+                     f"{paper[0]:.2f} | {paper[1]:.3f} |")
     lines += ["", "## Cost plan", "", *plan_markdown(costs, throughput), ""]
     return "\n".join(lines)
 
 
 def reproduce_dps(out_root: Path, report_path: Path, throughput: Throughput, launch: Launch,
                   num_samples: int | None = None, data_dir: str | None = None, plan_only: bool = False,
-                  backend: FeatureBackend | None = None) -> Path:
-    """Plan, and unless plan_only sample and evaluate every row; write the report (atomically) and return it."""
+                  backend: FeatureBackend | None = None, lpips: Lpips | None = None) -> Path:
+    """Plan, and unless plan_only sample and evaluate every row; write the report (atomically) and return it.
+    Without `lpips` (the extra is absent) the LPIPS column says n/a and the report says why."""
     rows = configs(out_root, num_samples, data_dir)
     confs = {key: compose_config(overrides) for key, overrides in rows.items()}
     costs = {key: row_cost(conf) for key, conf in confs.items()}
@@ -153,7 +168,7 @@ def reproduce_dps(out_root: Path, report_path: Path, throughput: Throughput, lau
     if not plan_only:
         for key, conf in confs.items():
             sample_row(conf, rows[key], launch)
-            metrics[key] = row_metrics(Path(conf["out_dir"]), backend)
+            metrics[key] = row_metrics(Path(conf["out_dir"]), backend, lpips)
     text = report(costs, metrics, throughput)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(report_path, lambda fh: fh.write(text.encode()))

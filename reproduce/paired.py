@@ -16,6 +16,7 @@ from typing import Any
 from evaluations.bootstrap import METRIC_KEYS, MetricResampler, paired_differences
 from evaluations.feature_store import load_features
 from guided_diffusion.fileio import atomic_write
+from guided_diffusion.storage import location
 
 from .driver import FEATURES, METRICS
 from .tables import Row, Table, run_dir
@@ -77,7 +78,7 @@ def paired_table(table: Table, out_root: Path, configs: dict[str, dict | None],
     `configs` holds each row's composed config (None when never sampled), for the seed check."""
     if not table.bootstrap.resamples:
         return {}
-    cache_path = Path(out_root) / table.name / CACHE
+    cache_path = location(out_root) / table.name / CACHE
     try:
         cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     except ValueError:

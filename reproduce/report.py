@@ -15,6 +15,7 @@ from typing import Any
 
 from guidance.build import describe_guidance
 from guided_diffusion.fileio import atomic_write
+from guided_diffusion.storage import location
 from sampling.manifest import read_manifest
 
 from .driver import METRICS
@@ -151,7 +152,7 @@ def markdown(table: Table, results: list[RowResult], out_root: Path, command: st
     """The table as markdown: each metric cell is `ours / paper (ours - paper)`."""
     has_paper = any(r.paper for r in results)
     lines = [f"# {table.title}", "", f"Source: {table.source}. Made by `{command}` from the runs under "
-             f"`{Path(out_root) / table.name}`."]
+             f"`{location(out_root) / table.name}`."]
     if has_paper:
         lines.append("Cells: ours / paper (ours − paper); paper numbers from `results/paper_numbers.yaml`.")
     spaces = {r.metrics.get("feature_space") for r in results if r.metrics}

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from evaluations.bootstrap import BootstrapSettings
 from guidance.build import short_layer
+from guided_diffusion.storage import Location, ObjectPath, location
 from sampling.config import CONFIG_DIR
 from sampling.errors import ConfigError
 from sampling.schema import Key, check_config, infer_schema
@@ -144,6 +145,6 @@ def load_table(name: str) -> Table:
                  bootstrap=BootstrapSettings(**data.get("bootstrap", {})))
 
 
-def run_dir(out_root: Path, table: Table, row: Row) -> Path:
-    """Where a row's sampler run lives: <out_root>/<table>/<row>."""
-    return Path(out_root) / table.name / row.name
+def run_dir(out_root: str | Path | ObjectPath, table: Table, row: Row) -> Location:
+    """Where a row's sampler run lives: <out_root>/<table>/<row> (out_root may be an object-store URL)."""
+    return location(out_root) / table.name / row.name

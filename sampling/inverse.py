@@ -45,16 +45,35 @@ def image_files(data_dir: str | Path | None, file_list: str | Path | None = None
     if not root.is_dir():
         raise SamplingError(f"data_dir {root} is not a folder of images: set data_dir=FOLDER")
     if file_list is not None:
-        names = [line.strip() for line in Path(file_list).read_text().splitlines() if line.strip()]
-        files = [root / name for name in names]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise SamplingError(f"{len(missing)} image(s) of {file_list} are missing under {root} (first: "
-                                f"{missing[0]}): restore them or remove their lines")
-        return files
+        return listed_files(root, Path(file_list))
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise SamplingError(f"data_dir {root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    return files
+
+
+def listed_files(root: Path, file_list: Path) -> list[Path]:
+    """The images named by `file_list` (one per line; '#' starts a comment line), in its order.
+
+    A name is a path relative to `root`; a bare file name not found there is looked up anywhere under `root`, so one
+    list serves a flat ImageNet validation folder and the one-folder-per-class layout alike.
+    """
+    try:
+        lines = file_list.read_text().splitlines()
+    except OSError as err:
+        raise SamplingError(f"inverse.file_list {file_list} cannot be read ({err.strerror or err}): set it to a "
+                            "text file of image names, one per line, or to null") from None
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    files = [root / name for name in names]
+    if not all(f.is_file() for f in files):
+        found: dict[str, list[Path]] = {}
+        for path in root.rglob("*"):
+            found.setdefault(path.name, []).append(path)
+        files = [f if f.is_file() or len(found.get(f.name, [])) != 1 else found[f.name][0] for f in files]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise SamplingError(f"{len(missing)} image(s) of {file_list} are not under {root} (first: {missing[0]}; "
+                            "a bare name must match exactly one file there): restore them or remove their lines")
     return files
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from guided_diffusion.fileio import atomic_write
+from guided_diffusion.storage import Location
 
 from .errors import SamplingError
 
@@ -126,7 +127,7 @@ def run_record(world_size: int, launcher: str, device: torch.device, conf: Mappi
     }
 
 
-def read_manifest(out_dir: Path) -> dict | None:
+def read_manifest(out_dir: Location) -> dict | None:
     path = out_dir / MANIFEST
     if not path.exists():
         return None
@@ -141,16 +142,16 @@ def read_manifest(out_dir: Path) -> dict | None:
     return manifest
 
 
-def merged_file(manifest: Mapping[str, Any] | None, out_dir: Path, num_samples: int) -> Path | None:
+def merged_file(manifest: Mapping[str, Any] | None, out_dir: Location, num_samples: int) -> Location | None:
     """The merged file of `num_samples` samples that a launch recorded in `manifest`, if it is still there."""
     for record in (manifest or {}).get("merged", []):
-        path = Path(out_dir) / record["file"]
+        path = out_dir / record["file"]
         if record["num_samples"] == num_samples and path.is_file():
             return path
     return None
 
 
-def write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
+def write_manifest(out_dir: Location, manifest: Mapping[str, Any]) -> None:
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     atomic_write(out_dir / MANIFEST, lambda fh: fh.write(text.encode()))
 
@@ -160,7 +161,7 @@ def new_manifest(conf: Mapping[str, Any], digest: str) -> dict:
             "seed": conf["seed"], "num_samples": conf["num_samples"], "runs": [], "merged": []}
 
 
-def check_resume(manifest: Mapping[str, Any], conf: Mapping[str, Any], digest: str, out_dir: Path) -> None:
+def check_resume(manifest: Mapping[str, Any], conf: Mapping[str, Any], digest: str, out_dir: Location) -> None:
     """Refuse to add samples of another configuration to a run directory."""
     if manifest["config_hash"] == digest:
         return

@@ -2,7 +2,8 @@
 
 The file is what ADM's scripts write with np.savez: `arr_0` uint8 N x H x W x 3 and `arr_1` int64 labels, in index
 order. It is streamed shard by shard into the zip (host memory: one shard plus N labels, never N images) with fixed
-zip timestamps, so equal samples give byte-identical files. Every shard is verified while it is read; the count and
+zip timestamps, so equal samples give byte-identical files; in an object store it is assembled in a local temporary
+file (TMPDIR needs room for it) and uploaded once complete. Every shard is verified while it is read; the count and
 the index coverage (no gap, no overlap, nothing missing) are checked before anything is written.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from guided_diffusion.fileio import atomic_write, file_sha256
+from guided_diffusion.storage import Location
 
 from .errors import SamplingError
 from .shards import CorruptShard, ShardRef, coverage, quarantine, read_shard
@@ -39,7 +40,7 @@ def _header(fh: IO[bytes], dtype: np.dtype, shape: tuple[int, ...]) -> None:
         fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape})
 
 
-def merge_shards(out_dir: Path, shard_dir: Path, refs: list[ShardRef], num_samples: int, config_hash: str,
+def merge_shards(out_dir: Location, shard_dir: Location, refs: list[ShardRef], num_samples: int, config_hash: str,
                  image_shape: tuple[int, int, int], on_shard: Callable[[int], None] | None = None) -> dict:
     """Write the merged npz from `refs`; return its record (file, sha256, shards with their checksums)."""
     chosen, missing = coverage(refs, num_samples)
@@ -82,10 +83,10 @@ def merge_shards(out_dir: Path, shard_dir: Path, refs: list[ShardRef], num_sampl
     return {"file": path.name, "num_samples": num_samples, "sha256": file_sha256(path), "shards": records}
 
 
-def check_merged(path: Path, num_samples: int, image_shape: tuple[int, int, int]) -> None:
+def check_merged(path: Location, num_samples: int, image_shape: tuple[int, int, int]) -> None:
     """Read the headers back: exactly arr_0 uint8 (N, H, W, 3) and arr_1 int64 (N,)."""
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    with zipfile.ZipFile(path) as zf:
+    with path.open("rb") as fh, zipfile.ZipFile(fh) as zf:
         if zf.namelist() != ["arr_0.npy", "arr_1.npy"]:
             raise SamplingError(f"{path} has entries {zf.namelist()}, expected arr_0.npy and arr_1.npy")
         for name, dtype, shape in (("arr_0.npy", np.uint8, (num_samples, *image_shape)),

@@ -23,24 +23,34 @@ from guidance.classifier import DropLabels, classifier_cond_fn
 from guided_diffusion.checkpoints import CLI, REGISTRY, load_checkpoint, network_spec
 from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
 from guided_diffusion.factory import build_network
+from guided_diffusion.storage import cache_dir, local_copy, location
 
 from .errors import SamplingError
 
 
 def checkpoint_path(name: str, directory: str | Path) -> Path:
-    """Where a checkpoint must be; a missing file raises with the command that downloads it."""
-    path = Path(directory) / f"{name}.pt"
-    if not path.is_file() and name not in REGISTRY:
+    """Where a checkpoint must be; a missing file raises with the command that downloads it. In an object store
+    (paths.checkpoints=s3://...) the object is copied once into the local cache and that copy is returned."""
+    try:
+        path = location(directory) / f"{name}.pt"
+        found = path.is_file()
+    except (ValueError, OSError) as err:
+        raise SamplingError(f"paths.checkpoints={directory}: {err}") from None
+    if not found and name not in REGISTRY:
         raise SamplingError(
             f"checkpoint {path} not found; {name} is not a released checkpoint, so train it (e.g. configs/train/) or "
             f"set paths.checkpoints=DIR to the folder that holds {name}.pt"
         )
-    if not path.is_file():
+    if not found:
         raise SamplingError(
             f"checkpoint {path} not found; download it with `{CLI} download {name} --dir {directory}` "
             f"(or `make checkpoints`), or set paths.checkpoints=DIR to the folder that holds {name}.pt"
         )
-    return path
+    try:
+        return local_copy(path, cache_dir())
+    except OSError as err:
+        raise SamplingError(f"cannot copy checkpoint {path} to {cache_dir()} ({err}); free disk space there or set "
+                            "PAG_ADM_CACHE to another directory") from None
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -96,7 +106,11 @@ def random_init(model: nn.Module, seed: int) -> nn.Module:
 
 def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device: torch.device,
                precision: str = "auto") -> nn.Module:
-    """The diffusion network of a model config, in eval mode on `device`, in the format `precision` resolves to."""
+    """The diffusion network of a model config, in eval mode on `device`, in the format `precision` resolves to.
+
+    Its weights are frozen: sampling never updates them, and DPS and classifier guidance differentiate with respect
+    to x_t only, so autograd need not keep what only weight gradients use (11% of a DPS step's saved activations on
+    ffhq_10m, bench/bench_dps_memory.py)."""
     spec = dict(model_cfg["network"])
     resolved = resolve_precision(precision, bool(spec.get("use_fp16")), device)
     if model_cfg.get("checkpoint") is None:
@@ -107,7 +121,7 @@ def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device:
         model = _load(model_cfg["checkpoint"], spec, checkpoint_dir, device, use_fp16=resolved == "fp16")
     if resolved == "bf16":
         model.autocast_dtype = torch.bfloat16
-    return model
+    return model.requires_grad_(False)
 
 
 def model_precision(model: nn.Module) -> str:

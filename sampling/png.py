@@ -5,15 +5,14 @@ A minimal encoder (8-bit RGB, no filtering, zlib) so the sampler needs no imagin
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 
 from guided_diffusion.fileio import atomic_write
+from guided_diffusion.storage import Location, ObjectPath, files
 
 _TEMP = re.compile(r"^\.(\d{7})_class\d+\.png\.tmp$")
 
@@ -37,7 +36,7 @@ def png_name(index: int, label: int) -> str:
     return f"{index:07d}_class{label:03d}.png"
 
 
-def export_pngs(png_dir: Path, start: int, images: np.ndarray, labels: np.ndarray) -> int:
+def export_pngs(png_dir: Location, start: int, images: np.ndarray, labels: np.ndarray) -> int:
     """Write the PNGs of samples start, start+1, ... that are not there yet; return how many were written."""
     png_dir.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -50,10 +49,11 @@ def export_pngs(png_dir: Path, start: int, images: np.ndarray, labels: np.ndarra
     return written
 
 
-def remove_png_temp_files(png_dir: Path, lo: int, hi: int) -> None:
-    """Delete temporaries of interrupted PNG writes for indices in [lo, hi)."""
-    if png_dir.is_dir():
-        for entry in os.scandir(png_dir):
-            match = _TEMP.match(entry.name)
-            if match and lo <= int(match.group(1)) < hi:
-                Path(entry.path).unlink(missing_ok=True)
+def remove_png_temp_files(png_dir: Location, lo: int, hi: int) -> None:
+    """Delete temporaries of interrupted PNG writes for indices in [lo, hi) (a store has none: no listing)."""
+    if isinstance(png_dir, ObjectPath):
+        return
+    for path in files(png_dir):
+        match = _TEMP.match(path.name)
+        if match and lo <= int(match.group(1)) < hi:
+            path.unlink(missing_ok=True)

@@ -8,6 +8,11 @@ temporaries and computes only the gaps. Rank 0 polls the shard directory (one tq
 index below num_samples is covered, then merges; it gives up when no shard has appeared for wait_timeout_s or another
 rank reported a failure in logs/rank{r}.error.
 
+Object stores. out_dir may be an s3://, gs:// or az:// URL (guided_diffusion.storage): shards, the manifest, the
+merged file and the failure files are single uploads, so they appear whole or not at all. Rank 0 lists shards/ and
+logs/ every POLL_S seconds while shards arrive and backs off, doubling up to REMOTE_MAX_POLL_S, while none does.
+Each rank logs to a local file (in TMPDIR) that is uploaded to logs/rank{r}.log when it ends.
+
 Computation. The network and the diffusion always run on the micro-batch [m * micro_batch, (m + 1) * micro_batch)
 holding the samples, whatever the shard boundaries (see sampling.rng for why); samples outside the shard's range are
 computed for shape's sake and dropped.
@@ -16,9 +21,11 @@ computed for shape's sake and dropped.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -35,6 +42,7 @@ from guidance.build import CONFIG_RULES as GUIDANCE_RULES
 from guidance.build import is_stochastic, set_generators, set_samples
 from guided_diffusion.checkpoints import CheckpointError
 from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
+from guided_diffusion.storage import Location, ObjectPath, StorageError, files, location
 
 from . import manifest as mf
 from .config import group_keys, sample_schema
@@ -73,6 +81,7 @@ from .shards import (
 LOG = logging.getLogger("sampling")
 MAX_SAMPLES = 9_999_999  # shard names hold 7 digits
 POLL_S = 2.0
+REMOTE_MAX_POLL_S = 30.0  # an object store's listing is polled at most this seldom while no shard arrives
 
 
 # ------------------------------------------------------------------------------------------------------ validation
@@ -170,33 +179,70 @@ _HINTS = {
 
 
 @contextmanager
-def writing(what: str, where: Path, resumable: bool = True) -> Iterator[None]:
+def writing(what: str, where: Location, resumable: bool = True) -> Iterator[None]:
     """Turn a failed write into one sentence; the atomic writers leave no partial file behind."""
+    tail = "; finished shards are kept and the same command resumes from them" if resumable else ""
     try:
         yield
+    except StorageError as err:  # its sentence already says what to do
+        raise SamplingError(f"cannot write {what} in {where}: {err}{tail}") from None
     except OSError as err:
         if isinstance(err, FileNotFoundError | IsADirectoryError | NotADirectoryError) or err.errno not in _HINTS:
             hint = "check the path and choose a writable out_dir=..."
         else:
             hint = _HINTS[err.errno]
-        tail = "; finished shards are kept and the same command resumes from them" if resumable else ""
         raise SamplingError(f"cannot write {what} in {where} ({err.strerror or err}); {hint}{tail}") from None
 
 
 @dataclass
 class Layout:
-    out_dir: Path
-    shard_dir: Path
-    png_dir: Path
-    log_dir: Path
+    out_dir: Location
+    shard_dir: Location
+    png_dir: Location
+    log_dir: Location
 
     @classmethod
-    def of(cls, out_dir: str | Path) -> Layout:
-        out = Path(out_dir)
+    def of(cls, out_dir: str | Path | ObjectPath) -> Layout:
+        try:
+            out = location(out_dir)
+        except ValueError as err:  # a URL whose scheme is unknown or whose back-end is not installed
+            raise SamplingError(f"out_dir={out_dir}: {err}") from None
         return cls(out, out / "shards", out / "png", out / "logs")
 
-    def error_marker(self, rank: int) -> Path:
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.out_dir, ObjectPath)
+
+    def error_marker(self, rank: int) -> Location:
         return self.log_dir / f"rank{rank}.error"
+
+    def log_file(self, rank: int) -> Path:
+        """Where this rank's logging handler writes: logs/rank{r}.log, or a local stand-in for a store (a log
+        cannot be appended to an object), seeded from the stored log so launches keep adding to one file."""
+        if not isinstance(self.log_dir, ObjectPath):
+            return self.log_dir / f"rank{rank}.log"
+        key = hashlib.sha256(str(self.out_dir).encode()).hexdigest()[:16]
+        local = Path(tempfile.gettempdir()) / "pag-adm-logs" / key / f"rank{rank}.log"
+        local.parent.mkdir(parents=True, exist_ok=True)
+        stored = self.log_dir / f"rank{rank}.log"
+        local.write_bytes(stored.read_bytes() if stored.exists() else b"")
+        return local
+
+    def upload_log(self, rank: int, local: Path) -> None:
+        """Copy a store run's local log to logs/rank{r}.log (nothing to do for a local run)."""
+        if isinstance(self.log_dir, ObjectPath):
+            try:
+                (self.log_dir / f"rank{rank}.log").write_bytes(local.read_bytes())
+            except OSError as err:
+                print(f"warning: rank {rank}'s log stays in {local}: {err}", file=sys.stderr)
+
+
+def next_poll(delay: float, changed: bool, base: float, remote: bool) -> float:
+    """Seconds until rank 0 looks again: `base` locally and whenever shards arrived; in a store, doubling up to
+    REMOTE_MAX_POLL_S while nothing changes (listings are requests, billed and rate-limited)."""
+    if changed or not remote:
+        return base
+    return min(2 * delay, max(base, REMOTE_MAX_POLL_S))
 
 
 class _TqdmHandler(logging.Handler):
@@ -206,12 +252,12 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def _setup_logging(layout: Layout, rank: RankInfo) -> list[logging.Handler]:
-    """Everything (per shard: DEBUG) to logs/rank{r}.log; INFO to the console on rank 0, warnings on the others."""
+def _setup_logging(layout: Layout, rank: RankInfo, log_file: Path) -> list[logging.Handler]:
+    """Everything (per shard: DEBUG) to `log_file`; INFO to the console on rank 0, warnings on the others."""
     LOG.setLevel(logging.DEBUG)
     LOG.propagate = False
     fmt = logging.Formatter(f"%(asctime)s rank{rank.rank} %(levelname)s %(message)s")
-    file_handler = logging.FileHandler(layout.log_dir / f"rank{rank.rank}.log")
+    file_handler = logging.FileHandler(log_file)
     console = _TqdmHandler(logging.INFO if rank.is_main else logging.WARNING)
     for handler in (file_handler, console):
         handler.setFormatter(fmt)
@@ -295,19 +341,28 @@ def build_sampler(conf: Mapping[str, Any], device: torch.device, compile_network
 
 
 class Progress:
-    """Rank 0's bar over all ranks: samples in shard files (polled) plus its own samples in flight."""
+    """Rank 0's bar over all ranks: samples in shard files (polled) plus its own samples in flight. In an object
+    store the shard listing is taken from the wait loop, or at most every POLL_S seconds, never per micro-batch."""
 
-    def __init__(self, shard_dir: Path, num_samples: int, enabled: bool):
+    def __init__(self, shard_dir: Location, num_samples: int, enabled: bool):
         self.shard_dir, self.num_samples = shard_dir, num_samples
         self.in_flight = 0
+        self.list_every = POLL_S if isinstance(shard_dir, ObjectPath) else 0.0
+        self._listed_at, self._stored = -math.inf, 0
         self.bar = tqdm(total=num_samples, initial=self._on_disk(), unit="img", desc="sampling", disable=not enabled,
                         dynamic_ncols=True, smoothing=0.05)
 
-    def _on_disk(self) -> int:
-        return sum(max(0, min(ref.end, self.num_samples) - ref.start) for ref in list_shards(self.shard_dir))
+    def _on_disk(self, refs: list[ShardRef] | None = None) -> int:
+        if refs is None and time.monotonic() - self._listed_at < self.list_every:
+            return self._stored
+        refs = list_shards(self.shard_dir) if refs is None else refs
+        self._listed_at = time.monotonic()
+        self._stored = sum(max(0, min(ref.end, self.num_samples) - ref.start) for ref in refs)
+        return self._stored
 
-    def refresh(self) -> None:
-        count = min(self._on_disk() + self.in_flight, self.num_samples)
+    def refresh(self, refs: list[ShardRef] | None = None) -> None:
+        """Update the bar; `refs`: a listing just taken, so none is taken again."""
+        count = min(self._on_disk(refs) + self.in_flight, self.num_samples)
         if count > self.bar.n:
             self.bar.update(count - self.bar.n)
 
@@ -356,7 +411,7 @@ class Run:
             mf.write_manifest(self.layout.out_dir, manifest)
         return manifest
 
-    def finished(self, manifest: Mapping[str, Any] | None) -> Path | None:
+    def finished(self, manifest: Mapping[str, Any] | None) -> Location | None:
         """The merged file of this sample count, when an earlier launch already wrote it."""
         return mf.merged_file(manifest, self.layout.out_dir, self.num_samples)
 
@@ -419,9 +474,13 @@ class Run:
 
     # -------------------------------------------------------------------------------- rank 0: wait and merge
     def _failed_ranks(self) -> list[str]:
+        """What the other ranks' failure files written since this launch say (one listing of logs/)."""
+        present = {path.name for path in files(self.layout.log_dir)}
         failures = []
         for rank in range(1, self.rank.world_size):
             marker = self.layout.error_marker(rank)
+            if marker.name not in present:
+                continue
             try:
                 if marker.stat().st_mtime >= self.started - 1:
                     failures.append(f"rank {rank}: {marker.read_text().strip()}")
@@ -431,7 +490,7 @@ class Run:
 
     def wait_for_shards(self, progress: Progress | None) -> list[ShardRef]:
         timeout = float(self.conf["wait_timeout_s"])
-        last_missing, last_change = None, time.monotonic()
+        last_missing, last_change, delay = None, time.monotonic(), self.poll_s
         while True:
             refs = list_shards(self.layout.shard_dir)
             _, missing = coverage(refs, self.num_samples)
@@ -442,7 +501,9 @@ class Run:
                 raise SamplingError(
                     f"{'; '.join(failures)}; fix that and run the same command again: finished shards are kept"
                 )
-            if missing != last_missing:
+            changed = missing != last_missing
+            delay = next_poll(delay, changed, self.poll_s, self.layout.remote)
+            if changed:
                 last_missing, last_change = missing, time.monotonic()
             elif time.monotonic() - last_change > timeout:
                 owners = sorted({k % self.rank.world_size for a, b in missing
@@ -453,10 +514,10 @@ class Run:
                     "resume"
                 )
             if progress is not None:
-                progress.refresh()
-            time.sleep(self.poll_s)
+                progress.refresh(refs)
+            time.sleep(delay)
 
-    def merge(self, refs: list[ShardRef], manifest: dict) -> Path:
+    def merge(self, refs: list[ShardRef], manifest: dict) -> Location:
         with writing("the merged file", self.layout.out_dir):
             record = merge_shards(self.layout.out_dir, self.layout.shard_dir, refs, self.num_samples,
                                   self.config_hash, self.image_shape)
@@ -484,13 +545,28 @@ def _configure_torch(conf: Mapping[str, Any], device: torch.device) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = POLL_S) -> Path | None:
+def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = POLL_S) -> Location | None:
     """Sample this rank's shards; on rank 0 also wait for every shard and merge. Returns the merged file on rank 0."""
     rank = discover() if rank is None else rank
+    with _store_errors():
+        return _run(conf, rank, poll_s)
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """An object store that failed outside a write (listing, reading) becomes one sentence."""
+    try:
+        yield
+    except StorageError as err:
+        raise SamplingError(f"{err}; finished shards are kept and the same command resumes from them") from None
+
+
+def _run(conf: Mapping[str, Any], rank: RankInfo, poll_s: float) -> Location | None:
     job = Run(conf, rank, poll_s)
     manifest = job.prepare()
     layout = job.layout
-    handlers = _setup_logging(layout, rank)
+    log_file = layout.log_file(rank.rank)
+    handlers = _setup_logging(layout, rank, log_file)
     marker = layout.error_marker(rank.rank)
     try:
         marker.unlink(missing_ok=True)
@@ -540,11 +616,16 @@ def run(conf: Mapping[str, Any], rank: RankInfo | None = None, poll_s: float = P
         for handler in handlers:
             LOG.removeHandler(handler)
             handler.close()
+        layout.upload_log(rank.rank, log_file)
 
 
-def remerge(out_dir: str | Path, num_samples: int | None = None) -> Path:
+def remerge(out_dir: str | Path | ObjectPath, num_samples: int | None = None) -> Location:
     """Merge the shards of a run directory again (scripts/merge.py), using its manifest's config and sample count."""
-    layout = Layout.of(out_dir)
+    with _store_errors():
+        return _remerge(Layout.of(out_dir), num_samples)
+
+
+def _remerge(layout: Layout, num_samples: int | None) -> Location:
     manifest = mf.read_manifest(layout.out_dir)
     if manifest is None:
         raise SamplingError(f"{layout.out_dir} has no manifest.json: it is not a sampler run directory")

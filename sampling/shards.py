@@ -3,8 +3,10 @@
 Each shard is an uncompressed npz with `images` (uint8 N x H x W x 3, quantized as upstream), `labels` (int64),
 `indices` (int64, start .. end-1), `meta` (JSON text: config hash, device, versions) and `digest`, the sha256 of the
 other four. It is written to a hidden temporary file, fsynced and renamed, so a crash leaves either the complete file
-or a `.NAME.tmp` that the next run removes. Reading verifies names, keys, shapes, dtypes, the config hash and the
-digest; a shard that fails is moved to `shards/corrupt/`, never deleted.
+or a `.NAME.tmp` that the next run removes; in an object store it is one upload of the finished file, so there is no
+temporary at all (guided_diffusion.storage). Reading verifies names, keys, shapes, dtypes, the config hash and the
+digest; a shard that fails is moved to `shards/corrupt/`, never deleted. A store that cannot be reached (StorageError)
+says so and quarantines nothing.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import time
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from guided_diffusion.fileio import atomic_write
+from guided_diffusion.storage import Location, ObjectPath, StorageError, files, move
 
 from .errors import SamplingError
 
@@ -40,7 +42,7 @@ class CorruptShard(Exception):
 class ShardRef:
     start: int
     end: int
-    path: Path
+    path: Location
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,15 @@ def shard_name(start: int, end: int) -> str:
     return f"{start:07d}-{end:07d}.npz"
 
 
-def list_shards(shard_dir: Path) -> list[ShardRef]:
-    """Shard files in the directory (by name only, unverified), sorted by start index."""
-    if not shard_dir.is_dir():
-        return []
+def list_shards(shard_dir: Location) -> list[ShardRef]:
+    """Shard files in the directory (by name only, unverified; one listing request in a store), sorted by start."""
     refs = []
-    for entry in os.scandir(shard_dir):
-        match = _NAME.match(entry.name)
-        if match and entry.is_file():
+    for path in files(shard_dir):
+        match = _NAME.match(path.name)
+        if match:
             start, end = int(match.group(1)), int(match.group(2))
             if start < end:
-                refs.append(ShardRef(start, end, Path(entry.path)))
+                refs.append(ShardRef(start, end, path))
     return sorted(refs, key=lambda ref: (ref.start, ref.end))
 
 
@@ -79,7 +79,8 @@ def _digest(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, meta_te
     return digest.hexdigest()
 
 
-def write_shard(shard_dir: Path, start: int, images: np.ndarray, labels: np.ndarray, meta: Mapping[str, Any]) -> Path:
+def write_shard(shard_dir: Location, start: int, images: np.ndarray, labels: np.ndarray, meta: Mapping[str, Any]
+                ) -> Location:
     """Write samples start .. start+len(images)-1 atomically; return the shard's path."""
     end = start + len(images)
     images = np.ascontiguousarray(images, dtype=np.uint8)
@@ -96,10 +97,12 @@ def write_shard(shard_dir: Path, start: int, images: np.ndarray, labels: np.ndar
 def read_shard(ref: ShardRef, config_hash: str, image_shape: tuple[int, int, int]) -> Shard:
     """Load and verify a shard; CorruptShard if it is damaged, SamplingError if it belongs to another config."""
     try:
-        with np.load(ref.path, allow_pickle=False) as npz:
+        with ref.path.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
             if set(npz.files) != SHARD_KEYS:
                 raise CorruptShard(f"has keys {sorted(npz.files)}, expected {sorted(SHARD_KEYS)}")
             arrays = {key: npz[key] for key in SHARD_KEYS}
+    except StorageError:
+        raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise CorruptShard(f"cannot be read ({type(err).__name__}: {err})") from None
     count = ref.end - ref.start
@@ -122,27 +125,29 @@ def read_shard(ref: ShardRef, config_hash: str, image_shape: tuple[int, int, int
     return Shard(ref.start, ref.end, images, labels, meta, digest)
 
 
-def quarantine(path: Path) -> Path | None:
+def quarantine(path: Location) -> Location | None:
     """Move a bad shard to shards/corrupt/ (never delete it); None if another rank moved it first."""
     target_dir = path.parent / CORRUPT_DIR
     target_dir.mkdir(exist_ok=True)
     target = target_dir / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}"
     try:
-        os.replace(path, target)
+        move(path, target)
     except FileNotFoundError:
         return None
     return target
 
 
-def remove_temp_files(shard_dir: Path, lo: int, hi: int) -> list[Path]:
-    """Delete leftover temporaries of interrupted writes whose start lies in [lo, hi); return them."""
-    removed = []
-    if shard_dir.is_dir():
-        for entry in os.scandir(shard_dir):
-            match = _TEMP.match(entry.name)
-            if match and lo <= int(match.group(1)) < hi:
-                Path(entry.path).unlink(missing_ok=True)
-                removed.append(Path(entry.path))
+def remove_temp_files(shard_dir: Location, lo: int, hi: int) -> list[Location]:
+    """Delete leftover temporaries of interrupted writes whose start lies in [lo, hi); return them. A store has
+    none (writes are single uploads), so it is not listed."""
+    removed: list[Location] = []
+    if isinstance(shard_dir, ObjectPath):
+        return removed
+    for path in files(shard_dir):
+        match = _TEMP.match(path.name)
+        if match and lo <= int(match.group(1)) < hi:
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 

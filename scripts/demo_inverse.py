@@ -9,6 +9,7 @@ whole-batch vs per-sample norm difference, a table and a restoration figure.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-root", type=Path, default=ROOT / "results" / "runs" / "demo_inverse")
     parser.add_argument("--report", type=Path, default=ROOT / "results" / "demo_inverse")
     args = parser.parse_args(argv)
-    started = time.time()
+    started, cpu_started, load = time.time(), time.process_time(), os.getloadavg()[0]
     truths = export_truths(args.out_root / "truths", args.num_samples)
     backend = load_backend("digits")
     runs: dict[tuple[str, str], dict[str, np.ndarray]] = {}
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.num_samples} ground truths (the first digits), DDPM 25 steps, sigma_y 0.05, seed 0, per-sample norm; "
         "PAG s = 1 on input_blocks.5.1 and middle_block.1. FID in the digits feature space against the same "
         f"{args.num_samples} ground truths (a small-sample FID: compare rows, not absolute values). "
-        f"Commit {commit}, torch {torch.__version__}, {time.time() - started:.0f} s.",
+        f"Commit {commit}, torch {torch.__version__}; {time.time() - started:.0f} s wall, "
+        f"{time.process_time() - cpu_started:.0f} s CPU, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores, "
+        f"load average {load:.1f} at the start.",
         "",
         "| task | method | PSNR (dB) | SSIM | FID (digits) |",
         "| --- | --- | ---: | ---: | ---: |",

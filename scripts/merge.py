@@ -19,7 +19,8 @@ from sampling.runner import remerge  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Merge a sampling run's shards into the evaluator's npz.")
-    parser.add_argument("out_dir", type=Path, help="run directory (holds manifest.json and shards/)")
+    parser.add_argument("out_dir", help="run directory (holds manifest.json and shards/); a path or an s3://, gs://, "
+                        "az:// URL")
     parser.add_argument("--num-samples", type=int, default=None,
                         help="merge samples 0 .. N-1 (default: the run's num_samples)")
     args = parser.parse_args(argv)

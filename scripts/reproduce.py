@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from hydra.errors import HydraException  # noqa: E402
 
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
+from guided_diffusion.storage import location  # noqa: E402
 from reproduce.driver import LAUNCHERS, Launch, reproduce  # noqa: E402
 from reproduce.report import write_report  # noqa: E402
 from reproduce.tables import load_table, table_names  # noqa: E402
@@ -35,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/reproduce.py", description=__doc__.splitlines()[0])
     parser.add_argument("table", choices=table_names(), metavar="TABLE", help=f"one of: {', '.join(table_names())}")
     parser.add_argument("--num-samples", type=int, help="samples per row (default: each exp's, e.g. 50000)")
-    parser.add_argument("--out-root", type=Path, default=Path("results/runs"), help="run directories: ROOT/TABLE/ROW")
+    parser.add_argument("--out-root", default="results/runs",
+                        help="run directories: ROOT/TABLE/ROW; a path or an s3://, gs://, az:// URL")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="local", help="how each row's sampler starts")
-    parser.add_argument("--ngpu", type=int, default=1, help="ranks per row under mpiexec/torchrun")
+    parser.add_argument("--ngpu", type=int, default=1, help="ranks per row (local: processes started on this machine, rank 0 in this one)")
     parser.add_argument("--backend", help="evaluator backend instead of the table's (torch, tf, digits)")
     parser.add_argument("--report", type=Path, help="write REPORT.md/.csv instead of the table's default")
     parser.add_argument("--no-eval", action="store_true", help="sample only")
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     chosen = {"resamples": args.bootstrap, "seed": args.bootstrap_seed, "level": args.confidence}
     try:
+        args.out_root = location(args.out_root)
         table = load_table(args.table)
         table = dataclasses.replace(table, bootstrap=dataclasses.replace(
             table.bootstrap, **{key: value for key, value in chosen.items() if value is not None}))

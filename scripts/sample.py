@@ -51,6 +51,11 @@ if __name__ == "__main__":
         sys.exit(2)
     try:
         check_overrides([arg for arg in args if not arg.startswith("-")])
+        if {"-m", "--multirun"} & set(args) and any(re.match(r"^out_dir=['\"]?[A-Za-z][\w+.-]+://", arg)
+                                                    for arg in args):
+            raise ConfigError("Hydra multirun (-m) makes one local directory per job, so it cannot sweep in an object "
+                              "store; run one command per sweep point with its own out_dir=s3://..., or use "
+                              "scripts/reproduce.py --out-root s3://... for a table's sweep")
     except ConfigError as err:
         sys.exit(report(err))
     main()

@@ -52,10 +52,13 @@ def test_rows_hold_table_7(ds: str, col: str) -> None:
         head = text[: text.index("\ndefaults:")]
         assert "Table 7" in head and "ECCV 2024" in head
         if ds == "ffhq":
+            assert inverse["file_list"] is None  # DPS's loader: the sorted folder, 00000..00999
             fid, lpips = TABLE8[col][guided]
             assert f"FID {fid:.2f}, LPIPS {lpips:.3f}" in head
-        elif guided:
-            assert "no input_blocks.9.1" in head
+        else:  # the ImageNet list is ours (test_imagenet_list_is_the_first_1000_validation_images)
+            assert inverse["file_list"] == "data/imagenet/val_1k.txt"
+            assert "our documented choice, not the paper's" in head
+            assert "no input_blocks.9.1" in head or not guided
         if guided:
             reading = "read as the released ADM code's guide_scale g" if name.endswith("_g") else "is the paper's s"
             assert f"Scale reading: Table 7's {s} {reading}" in head
@@ -68,3 +71,12 @@ def test_operator_parameters_are_the_papers() -> None:
     assert ops["sr8"] == {"name": "super_resolution", "factor": 8}
     assert ops["gauss"] == {"name": "gaussian_blur", "kernel_size": 61, "sigma": 3.0}
     assert ops["motion"] == {"name": "motion_blur", "kernel_size": 61, "intensity": 0.5, "kernel": "per_sample"}
+
+
+
+def test_imagenet_list_is_the_first_1000_validation_images() -> None:
+    """Our documented choice (DPS published no ImageNet list): ILSVRC2012_val_00000001 .. 00001000, none dropped."""
+    lines = (CONFIG_DIR.parent / "data" / "imagenet" / "val_1k.txt").read_text().splitlines()
+    names = [line for line in lines if not line.startswith("#")]
+    assert names == [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, 1001)]
+    assert any("OUR CHOICE, NOT THE PAPERS'" in line for line in lines if line.startswith("#"))

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sampling.config import compose_config
 from sampling.dist import RankInfo
 from sampling.errors import SamplingError
-from sampling.runner import run
+from sampling.inverse import image_files
+from sampling.runner import build_sampler, run
 
 NUM = 4
 
@@ -88,3 +90,42 @@ def test_bad_inputs_are_one_sentence(tmp_path: Path, data_dir: Path) -> None:
         run(dps_config(tmp_path / "d", data_dir, "sampler.use_ddim=true"), RankInfo(0, 1, 0, "single"))
     with pytest.raises(SamplingError, match="inverse.norm"):
         run(dps_config(tmp_path / "e", data_dir, "inverse.norm=mean"), RankInfo(0, 1, 0, "single"))
+
+
+def test_file_list_skips_comments_and_finds_bare_names_in_class_folders(tmp_path: Path) -> None:
+    for folder, name in (("n01", "val_3.png"), ("n02", "val_1.png"), ("n02", "val_2.png"), ("n03", "dup.png"),
+                         ("n04", "dup.png")):
+        (tmp_path / "images" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / folder / name)
+    listing = tmp_path / "list.txt"
+    listing.write_text("# our choice\nval_1.png\n\nn01/val_3.png\nval_2.png\n")
+    files = image_files(tmp_path / "images", listing)
+    assert [f.relative_to(tmp_path / "images").as_posix() for f in files] == ["n02/val_1.png", "n01/val_3.png",
+                                                                              "n02/val_2.png"]
+    listing.write_text("val_1.png\ndup.png\n")  # a bare name that matches two files is not guessed
+    with pytest.raises(SamplingError, match=r"1 image\(s\) of .*list.txt are not under .*dup.png; a bare name must"):
+        image_files(tmp_path / "images", listing)
+    with pytest.raises(SamplingError, match="inverse.file_list .*missing.txt cannot be read"):
+        image_files(tmp_path / "images", tmp_path / "missing.txt")
+
+
+def test_micro_batch_governs_what_the_gradient_pass_keeps(tmp_path: Path, data_dir: Path) -> None:
+    """The runner's micro_batch sets how many samples' activations one DPS backward holds (bytes of the tensors
+    autograd saves, weights excluded): twice the micro-batch, twice the bytes; micro-batch 1 runs."""
+    saved = {}
+    for micro in (1, 2):
+        conf = dps_config(tmp_path / f"m{micro}", data_dir, "batch_size=2", f"micro_batch={micro}")
+        model, sampler = build_sampler(conf, torch.device("cpu"), compile_network=False)
+        assert not any(p.requires_grad for p in model.parameters())  # DPS differentiates with respect to x_t only
+        weights = {id(p) for p in model.parameters()}
+        total = [0]
+
+        def pack(tensor: torch.Tensor, weights: set[int] = weights, total: list[int] = total) -> torch.Tensor:
+            total[0] += 0 if id(tensor) in weights else tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            images, _ = sampler.micro_batch(0)
+        assert images.shape == (micro, 32, 32, 3)
+        saved[micro] = total[0]
+    assert saved[1] > 0 and saved[2] == pytest.approx(2 * saved[1], rel=0.02)
