@@ -3,7 +3,7 @@
     python bench/bench_features.py [--images 256] [--batch 64] [--pairs 3] [--threads 2]
     python bench/bench_features.py --quick      # 64 images, 1 pair
 
-Both backends run the stand-in Inception graph of tests/evaluator_standin.py (the official tensor names, op types
+Both backends run the stand-in Inception graph of evaluations/standin.py (the official tensor names, op types
 and spatial sizes, 299x299 input after the bilinear resize, but few channels per convolution and random weights;
 the real graph cannot be downloaded here), on the same uint8 images in ADM's batches of 64 (`--batch`). The TF
 side is `evaluations.backend_tf` (the graph run by TensorFlow as ADM's evaluator wires it), the torch side
@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluations.backends import load_backend  # noqa: E402
-from tests.evaluator_standin import standin_inception_graph  # noqa: E402
+from evaluations.standin import standin_inception_graph  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
