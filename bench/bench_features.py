@@ -52,10 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64, help="image side before the graph's resize (default 64)")
     parser.add_argument("--batch", type=int, default=64, help="images per backend call (ADM: 64)")
     parser.add_argument("--pairs", type=int, default=None, help="interleaved TF/torch pairs (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (TF uses its default pools)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, i.e. OMP_NUM_THREADS or the cores); TF keeps its pools")
     args = parser.parse_args(argv)
     args.images = args.images or (64 if args.quick else 256)
     args.pairs = args.pairs or (1 if args.quick else 3)
+    # setting more torch threads than OMP_NUM_THREADS makes every small op wait ~8 ms on the pool; keep torch's
+    args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
         import tensorflow  # noqa: F401

@@ -7,10 +7,10 @@
 Default mode: interleaved pairs (TF, ours, TF, ours, ...) in one process, both at `--threads` threads, each timed
 by wall clock and by process CPU time; speedup = the median of the per-pair ratios TF / ours. Ours is
 `evaluations.metrics.manifold_coverage` (what the evaluator runs: precision, recall and the bootstrap's ball
-memberships). The two must agree to 1e-3. They differ by a few samples because TensorFlow's CPU `reduce_sum` of
-float16 squares rounds differently from the correctly rounded float32 sum ours keeps (ADM's rule as the tests
-transcribe it): about a quarter of the float16 norms differ by one float16 step, and a distance near a radius
-flips with it (docs/speed.md, "Precision and recall").
+memberships). The two must agree to 1e-3 (or 5 points, whichever is more). They differ by a few samples because
+TensorFlow's CPU `reduce_sum` of float16 squares rounds differently from the correctly rounded float32 sum ours
+keeps (ADM's rule as the tests transcribe it): about a quarter of the float16 norms differ by one float16 step, and
+a distance near a radius flips with it (docs/speed.md, "Precision and recall").
 
 The TF side is a re-creation written for this bench, not ADM's code: `TFManifoldEstimator` follows ADM's
 `ManifoldEstimator` and `DistanceBlock` as documented in ../shared/reference/upstream-facts.md section 4 (row and
@@ -265,12 +265,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pairs", type=int, default=None, help="interleaved TF/ours pairs (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="torch and TensorFlow threads (default 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch and TensorFlow threads (default: torch's, i.e. OMP_NUM_THREADS or the cores)")
     parser.add_argument("--naive", action="store_true", help="compare with whole-matrix NumPy instead of TF")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
     args.n = args.n or (2_000 if args.quick else 10_000)
     args.pairs = args.pairs or (1 if args.quick else 3)
+    # setting more torch threads than OMP_NUM_THREADS makes every small op wait ~8 ms on the pool; keep torch's
+    args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(args.seed)
@@ -299,8 +302,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{record['ours_cpu_s']:.2f} s CPU")
         print(f"speedup (median of {args.pairs} per-pair ratios TF / ours): {record['speedup_wall']:.2f}x wall, "
               f"{record['speedup_cpu']:.2f}x CPU; load average now {os.getloadavg()[0]:.1f}")
-        if record["max_difference"] > 1e-3:
-            sys.exit(f"error: TF {record['tf']} and ours {record['ours']} differ by more than 1e-3")
+        tolerance = max(1e-3, 5 / args.n)  # a few points cross a radius with TF's CPU float16 norms
+        if record["max_difference"] > tolerance:
+            sys.exit(f"error: TF {record['tf']} and ours {record['ours']} differ by more than {tolerance:g}")
         result = (f"RESULT n={args.n} precision={our_p:.4f} recall={our_r:.4f} "
                   f"max_difference_to_tf={record['max_difference']:.1e} "
                   f"speedup_vs_tf_wall={record['speedup_wall']:.2f} speedup_vs_tf_cpu={record['speedup_cpu']:.2f}")
