@@ -3,7 +3,8 @@
 ADM's `ManifoldEstimator` computes each (row batch x column batch) block as max(|u|^2 - 2 u.v + |v|^2, 0) with
 u and v cast to float16: the matrix product of float16 operands accumulates in float32 and is rounded to float16,
 every elementwise step is rounded to float16, and a block holding a non-finite value is recomputed in float32.
-This module yields exactly those values, tile by tile, so memory stays at one tile whatever the set sizes.
+This module yields those values (the float32 summation order inside a product being the kernel's own, as in
+TensorFlow), tile by tile, so memory stays at one tile whatever the set sizes.
 
 Where the time goes and why it is arranged so (docs/speed.md, "Precision and recall"): the matrix product is
 almost all of it. It runs through oneDNN when PyTorch has it (on AMD CPUs MKL's sgemm runs at half oneDNN's rate);
@@ -87,6 +88,7 @@ def at_most(threshold: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def blocks(n: int, size: int) -> list[tuple[int, int]]:
+    """ADM's batches: consecutive (start, end) ranges of `size` covering 0..n."""
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
