@@ -133,6 +133,7 @@ bench: $(VENV)/.installed  ## CPU benchmarks, quick mode (ratios measured in one
 	OMP_NUM_THREADS=1 $(PY) bench/bench_sampler_rss.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_dps_memory.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_precision_recall.py --quick
+	OMP_NUM_THREADS=1 $(PY) bench/bench_features.py --quick
 	OMP_NUM_THREADS=1 $(PY) bench/bench_bootstrap.py --quick
 	$(PY) bench/bench_sampling.py --quick
 

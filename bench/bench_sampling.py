@@ -3,20 +3,27 @@
     python bench/bench_sampling.py                 # demo_uncond_pag, 64 samples, DDIM-25, 3 interleaved pairs
     python bench/bench_sampling.py --all-demos     # also samples/s of every demo row (what `make demo` can afford)
     python bench/bench_sampling.py --quick         # the smoke experiment (random 32x32 model, 8 samples), 2 pairs
+    python bench/bench_sampling.py --attribute     # one runner pass under cProfile: CPU time outside the network loop
 
 Runner: `sampling.runner.run` on a fresh output directory: manifest, per-sample random streams, shards written
 atomically and verified, the progress bar, logging, and the merge into one .npz. Bare loop: the same network,
 guider, classifier gradient and diffusion (`sampling.runner.build_sampler`), then `diffusion.sample_loop` on every
 micro-batch with torch.randn inputs and nothing kept but the last tensor. Both include building the model. Pairs
 are interleaved (runner, bare, ...); overhead = median of the per-pair ratios - 1. Last line machine-readable.
+On a shared CPU the per-pair ratios scatter by several percent, so `--attribute` measures the overhead inside one
+run instead: the runner's process CPU time spent outside `diffusion.sample_loop` and `build_sampler` (the work a
+bare loop also does), as a share of the whole run.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +78,19 @@ def overhead(exp: str, num_samples: int, pairs: int, device: str, root: Path, cl
     return statistics.median(runner_s), statistics.median(bare_s), ratio
 
 
+def attribute(exp: str, num_samples: int, device: str, root: Path) -> tuple[float, float]:
+    """(CPU s of one runner pass, CPU s of it outside the network loop and the model build), by cProfile."""
+    conf = run_config(exp, num_samples, device, root / f"{exp}_profiled")
+    torch.set_num_threads(int(conf.get("cpu_threads") or torch.get_num_threads()))
+    profile = cProfile.Profile(time.process_time)
+    start = time.process_time()
+    profile.runcall(runner_pass, conf)
+    total = time.process_time() - start
+    inner = sum(entry[3] for key, entry in pstats.Stats(profile).stats.items()
+                if key[2] in ("sample_loop", "build_sampler"))
+    return total, total - inner
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke experiment, 8 samples, 2 pairs")
@@ -79,12 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=None, help="interleaved runner/bare pairs (default 3)")
     parser.add_argument("--all-demos", action="store_true", help="samples/s of every demo row through the runner")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--attribute", action="store_true",
+                        help="one profiled runner pass: CPU share outside the network loop (no pairs)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or process CPU time (fairer on a shared CPU; leaves out waiting for disk)")
     args = parser.parse_args(argv)
     exp = args.exp or ("smoke" if args.quick else "demo_uncond_pag")
     num_samples = args.num_samples or (8 if args.quick else 64)
     pairs = args.pairs or (2 if args.quick else 3)
+    if args.attribute:
+        with tempfile.TemporaryDirectory(prefix="bench_sampling_") as tmp:
+            total, outside = attribute(exp, num_samples, args.device, Path(tmp))
+        print(f"{exp}: {num_samples} samples, runner pass {total:.2f} s CPU, of which {outside:.3f} s outside "
+              f"sample_loop and build_sampler = {outside / total * 100:.2f} % runner overhead")
+        print(f"RESULT runner_overhead_cpu_pct={outside / total * 100:.2f} samples_per_cpu_s={num_samples / total:.3f}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench_sampling_") as tmp:
         root = Path(tmp)
         runner_s, bare_s, ratio = overhead(exp, num_samples, pairs, args.device, root, args.clock)

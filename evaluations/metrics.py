@@ -8,13 +8,14 @@ Score), because the paper tables we compare against were computed that way.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy
 import torch
 from scipy import linalg
+
+from evaluations import distances
 
 FID_EPS = 1e-6
 IMAGINARY_ATOL = 1e-3
@@ -95,97 +96,12 @@ def inception_score(probs: np.ndarray, split_size: int = 5000) -> float:
     return float(np.mean(scores))
 
 
-class _DistanceOperand:
-    """Features prepared once for ADM's pairwise squared distances, in its float16 and float32 variants."""
-
-    def __init__(self, features: np.ndarray):
-        full = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        self.full = full
-        self.full_norms = (full * full).sum(1)
-        # float16 values held in float32: products of two of them are exact in float32, so a float32 matmul
-        # is a float16 matmul with float32 accumulation, which is what TensorFlow runs on a GPU.
-        self.half = full.to(torch.float16).float()
-        self.half_norms = (self.half * self.half).to(torch.float16).float().sum(1).to(torch.float16)
-
-    def __len__(self) -> int:
-        return len(self.full)
-
-
-def _distances16(a: _DistanceOperand, rows: slice, b: _DistanceOperand, cols: slice) -> torch.Tensor:
-    dot = (a.half[rows] @ b.half[cols].T).to(torch.float16)
-    return ((a.half_norms[rows, None] - 2 * dot) + b.half_norms[None, cols]).clamp_min_(0)
-
-
-def _distances32(a: _DistanceOperand, rows: slice, b: _DistanceOperand, cols: slice) -> torch.Tensor:
-    dot = a.full[rows] @ b.full[cols].T
-    return ((a.full_norms[rows, None] - 2 * dot) + b.full_norms[None, cols]).clamp_min_(0)
-
-
-def _map_block(
-    a: _DistanceOperand,
-    rows: tuple[int, int],
-    b: _DistanceOperand,
-    cols: tuple[int, int],
-    fn: Callable[[torch.Tensor, int, int], object],
-    tile_rows: int,
-) -> list:
-    """Apply `fn(distances, r0, r1)` to row tiles of one ADM distance block.
-
-    ADM computes a whole (row batch x column batch) block in float16 and recomputes the whole block in float32
-    when any value is not finite. Tiles keep memory small; the fallback decision stays per block.
-    """
-    tiles = [(r0, min(r0 + tile_rows, rows[1])) for r0 in range(rows[0], rows[1], tile_rows)]
-    results = []
-    for r0, r1 in tiles:
-        d = _distances16(a, slice(r0, r1), b, slice(*cols))
-        if not bool(torch.isfinite(d).all()):
-            break
-        results.append(fn(d, r0 - rows[0], r1 - rows[0]))
-    else:
-        return results
-    return [
-        fn(_distances32(a, slice(r0, r1), b, slice(*cols)), r0 - rows[0], r1 - rows[0]) for r0, r1 in tiles
-    ]
-
-
-def _blocks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + size, n)) for start in range(0, n, size)]
-
-
-def _nearest(
-    x: _DistanceOperand, count: int, row_batch_size: int, col_batch_size: int, tile_rows: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distances (ascending) and indices of each point's `count` nearest points, itself included."""
-    values = torch.empty(len(x), count, dtype=torch.float32)
-    indices = torch.empty(len(x), count, dtype=torch.long)
-    for rows in _blocks(len(x), row_batch_size):
-        best = best_index = None
-        for cols in _blocks(len(x), col_batch_size):
-            keep = min(count, cols[1] - cols[0])
-
-            def nearest(d: torch.Tensor, r0: int, r1: int, m=keep, c0=cols[0]):
-                top = torch.topk(d.float(), m, 1, largest=False)
-                return top.values, top.indices + c0
-
-            parts = _map_block(x, rows, x, cols, nearest, tile_rows)
-            block, block_index = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-            if best is not None:
-                block, block_index = torch.cat([best, block], 1), torch.cat([best_index, block_index], 1)
-            top = torch.topk(block, min(count, block.shape[1]), 1, largest=False)
-            best, best_index = top.values, torch.gather(block_index, 1, top.indices)
-        order = torch.sort(best, dim=1, stable=True)
-        values[rows[0] : rows[1]] = order.values
-        indices[rows[0] : rows[1]] = torch.gather(best_index, 1, order.indices)
-    return values, indices
-
-
-def _manifold_radii(
-    x: _DistanceOperand, k: int, row_batch_size: int, col_batch_size: int, tile_rows: int
-) -> torch.Tensor:
+def _manifold_radii(x: distances.Operand, k: int, row_batch_size: int, col_batch_size: int,
+                    tile_rows: int) -> torch.Tensor:
     """Squared distance from each point to its k-th nearest neighbour, the point itself being neighbour 0."""
     if len(x) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} feature vectors, got {len(x)}")
-    return _nearest(x, k + 1, row_batch_size, col_batch_size, tile_rows)[0][:, k]
+    return distances.nearest(x, k + 1, row_batch_size, col_batch_size, tile_rows)[0][:, k]
 
 
 # Bootstrap bookkeeping (docs/statistics.md). A resample's ball around sample j has the radius of the k-th nearest
@@ -221,16 +137,55 @@ class Coverage:
         return float(((self.candidates >= 0) & (self.nearer <= self.k)).any(1).mean())
 
 
-def _likeliest_candidates(
-    nearer: torch.Tensor, col0: int, most: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the `most` columns with the fewest nearer neighbours (offset by col0; -1 where none qualifies)."""
-    top = torch.topk(nearer, min(most, nearer.shape[1]), 1, largest=False)
-    found = top.values < _NOT_A_CANDIDATE
-    return torch.where(found, top.indices + col0, -1), top.values
+class _Candidates:
+    """(reference, sample, nearer) triples, reduced to each reference's CANDIDATES likeliest samples.
+
+    Likeliest: fewest nearer neighbours, then lowest sample index, so the choice does not depend on the order in
+    which tiles arrive. Triples are reduced whenever many have accumulated, so memory stays bounded.
+    """
+
+    def __init__(self, n_ref: int, n_sample: int, listed: int, most: int):
+        self.n_ref, self.n_sample, self.most = n_ref, n_sample, most
+        self.stride = listed + 1  # nearer counts lie in 0..listed
+        self.keys: list[torch.Tensor] = []
+        self.pending = 0
+
+    def add(self, ref: torch.Tensor, sample: torch.Tensor, nearer: torch.Tensor) -> None:
+        self.keys.append((ref * self.stride + nearer) * self.n_sample + sample)
+        self.pending += len(ref)
+        if self.pending > self.most * self.n_ref + _CANDIDATE_BUFFER:
+            self.keys = [self._reduce()[0]]
+            self.pending = len(self.keys[0])
+
+    def _reduce(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        keys = torch.sort(torch.cat(self.keys)).values if self.keys else torch.empty(0, dtype=torch.long)
+        ref = keys // (self.stride * self.n_sample)
+        first = torch.searchsorted(ref, torch.arange(self.n_ref))
+        rank = torch.arange(len(keys)) - first[ref]
+        keep = rank < self.most
+        return keys[keep], ref[keep], rank[keep]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """candidates [n_ref, most] (-1 padded) and their nearer counts (_NOT_A_CANDIDATE padded)."""
+        keys, ref, rank = self._reduce()
+        candidates = torch.full((self.n_ref, self.most), -1, dtype=torch.long)
+        nearer = torch.full((self.n_ref, self.most), _NOT_A_CANDIDATE, dtype=torch.long)
+        candidates[ref, rank] = keys % self.n_sample
+        nearer[ref, rank] = keys // self.n_sample % self.stride
+        return candidates.numpy(), nearer.numpy()
 
 
 _NOT_A_CANDIDATE = 1 << 30
+_CANDIDATE_BUFFER = 1 << 22  # triples held beyond the kept ones before they are reduced again
+_NEARER_CHUNK = 1 << 20
+
+
+def _count_nearer(lists: torch.Tensor, columns: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """How many entries of each listed row `lists[columns]` (ascending) are below `values`, in bounded chunks."""
+    return torch.cat([
+        (lists[columns[i : i + _NEARER_CHUNK]] < values[i : i + _NEARER_CHUNK, None]).sum(1)
+        for i in range(0, len(columns), _NEARER_CHUNK)
+    ]) if len(columns) else torch.zeros(0, dtype=torch.long)
 
 
 def manifold_coverage(
@@ -244,42 +199,38 @@ def manifold_coverage(
     """Ball memberships of ADM's improved precision and recall (Kynkaanniemi et al.).
 
     Distances are squared Euclidean, computed per (row batch x column batch) block in float16 as ADM does, and in
-    float32 for a block holding a non-finite value. Blocks are processed in tiles of `tile_rows` rows, so memory
-    stays at one tile whatever the number of features.
+    float32 for a block holding a non-finite value (evaluations/distances.py). Blocks are processed in tiles of
+    `tile_rows` rows, so memory stays at one tile whatever the number of features.
     """
-    ref = _DistanceOperand(ref_features)
-    sample = _DistanceOperand(sample_features)
+    ref = distances.Operand(ref_features)
+    sample = distances.Operand(sample_features)
     ref_radii = _manifold_radii(ref, k, row_batch_size, col_batch_size, tile_rows)
     if len(sample) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} feature vectors, got {len(sample)}")
     listed = min(len(sample), NEIGHBOURS + 1)
-    near_dist, near_index = _nearest(sample, listed, row_batch_size, col_batch_size, tile_rows)
+    near_dist, near_index = distances.nearest(sample, listed, row_batch_size, col_batch_size, tile_rows)
+    # a reference r can lie in sample j's ball of some resample only if fewer than `listed` of j's listed
+    # neighbours are nearer to j than r; with every sample listed, every pair qualifies
+    farthest = near_dist[:, -1] if listed < len(sample) else torch.full((len(sample),), float("inf"))
 
-    candidates = torch.full((len(ref), CANDIDATES), -1, dtype=torch.long)
-    nearer = torch.full((len(ref), CANDIDATES), _NOT_A_CANDIDATE, dtype=torch.long)
+    candidates = _Candidates(len(ref), len(sample), listed, CANDIDATES)
     sample_covered = torch.zeros(len(sample), dtype=torch.bool)
-    for rows in _blocks(len(ref), row_batch_size):
-        for cols in _blocks(len(sample), col_batch_size):
-            lists = near_dist[cols[0] : cols[1]].contiguous()
-            ref_radii_block = ref_radii[rows[0] : rows[1]]
+    for rows in distances.blocks(len(ref), row_batch_size):
+        for cols in distances.blocks(len(sample), col_batch_size):
 
-            def coverage(d: torch.Tensor, r0: int, r1: int, lists=lists, rr=ref_radii_block, c0=cols[0]):
-                count = torch.searchsorted(lists, d.float().T.contiguous()).T  # listed points nearer than r
-                count = torch.where(count < listed, count, _NOT_A_CANDIDATE) if listed < len(sample) else count
-                return _likeliest_candidates(count, c0, CANDIDATES), (d <= rr[r0:r1, None]).any(0)
+            def coverage(d: torch.Tensor, r0: int, r1: int, c0=cols[0], c1=cols[1]):
+                inside = (d <= distances.at_most(ref_radii[r0:r1], d)[:, None]).any(0)
+                reachable = d <= distances.at_most(farthest[c0:c1], d)[None, :]
+                ref_index, sample_index = torch.nonzero(reachable, as_tuple=True)
+                values = d[ref_index, sample_index].float()
+                sample_index += c0
+                return inside, (ref_index + r0, sample_index, _count_nearer(near_dist, sample_index, values))
 
-            parts = _map_block(ref, rows, sample, cols, coverage, tile_rows)
-            block = slice(rows[0], rows[1])
-            new_index = torch.cat([p[0][0] for p in parts])
-            new_nearer = torch.cat([p[0][1] for p in parts])
-            both = torch.cat([candidates[block], new_index], 1)
-            both_nearer = torch.cat([nearer[block], new_nearer], 1)
-            top = torch.topk(both_nearer, CANDIDATES, 1, largest=False)
-            nearer[block] = top.values
-            candidates[block] = torch.gather(both, 1, top.indices)
-            for _, sample_part in parts:
-                sample_covered[cols[0] : cols[1]] |= sample_part
-    return Coverage(k, sample_covered.numpy(), near_index.numpy(), candidates.numpy(), nearer.numpy())
+            for inside, triples in distances.map_block(ref, rows, sample, cols, coverage, tile_rows):
+                sample_covered[cols[0] : cols[1]] |= inside
+                candidates.add(*triples)
+    candidate_index, nearer = candidates.arrays()
+    return Coverage(k, sample_covered.numpy(), near_index.numpy(), candidate_index, nearer)
 
 
 def precision_recall(

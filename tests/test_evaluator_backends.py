@@ -21,7 +21,7 @@ from evaluations import evaluator
 from evaluations.backends import load_backend
 from evaluations.metrics import feature_statistics, frechet_distance, inception_score, precision_recall
 from evaluations.npz_io import NpzImages
-from tests.evaluator_standin import standin_inception_graph
+from evaluations.standin import standin_inception_graph
 
 N_SAMPLES = 2112
 METRICS = ("inception_score", "fid", "sfid", "precision", "recall")

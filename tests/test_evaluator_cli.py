@@ -15,8 +15,8 @@ from evaluations.bootstrap import BootstrapSettings
 from evaluations.feature_store import is_current, load_features
 from evaluations.metrics import feature_statistics, frechet_distance, inception_score, precision_recall
 from evaluations.npz_io import NpzImages, save_npz_atomic
+from evaluations.standin import standin_inception_graph
 from guided_diffusion.fileio import download
-from tests.evaluator_standin import standin_inception_graph
 
 
 class FakeBackend:

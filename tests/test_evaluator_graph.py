@@ -13,7 +13,7 @@ import torch
 from evaluations.backends import load_backend
 from evaluations.graphdef import parse_graph_def
 from evaluations.inception import convert_graph
-from tests.evaluator_standin import (
+from evaluations.standin import (
     DT_FLOAT,
     DT_INT32,
     GraphBuilder,

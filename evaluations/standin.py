@@ -1,4 +1,4 @@
-"""Stand-in Inception graphs for the evaluator tests (the real graph cannot be downloaded in CI).
+"""Stand-in Inception graphs for the evaluator tests and benches (the real graph cannot be downloaded in CI).
 
 The stand-in has the official tensor names and shapes (`ExpandDims:0` input, 299x299 bilinear resize,
 `mixed_6/conv:0` of [N, 17, 17, 192], `pool_3:0` of [N, 1, 1, 2048], `softmax/logits/MatMul` with [2048, 1008]
