@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-root", default="results/runs",
                         help="run directories: ROOT/TABLE/ROW; a path or an s3://, gs://, az:// URL")
     parser.add_argument("--launcher", choices=LAUNCHERS, default="local", help="how each row's sampler starts")
-    parser.add_argument("--ngpu", type=int, default=1, help="ranks per row (local: processes started on this machine, rank 0 in this one)")
+    parser.add_argument("--ngpu", type=int, default=1,
+                        help="ranks per row (local: processes started on this machine, rank 0 in this one)")
     parser.add_argument("--backend", help="evaluator backend instead of the table's (torch, tf, digits)")
     parser.add_argument("--report", type=Path, help="write REPORT.md/.csv instead of the table's default")
     parser.add_argument("--no-eval", action="store_true", help="sample only")
