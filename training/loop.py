@@ -42,7 +42,6 @@ CONFIG_RULES = {
     "augment_noise": {"min": 0.0},
     "seed": {"min": 0},
     "data_seed": {"min": 0},
-    "init_from": {"type": "str"},
 }
 # Paths and logging: they do not shape the weights.
 _UNHASHED = ("out_dir", "export", "steps", "save_every", "log_every", "threads")
@@ -108,11 +107,6 @@ def train(cfg: Mapping[str, Any]) -> Path:
         opt.load_state_dict(state["opt"])
         start = state["step"]
         log.info("resuming %s at step %d", out_dir, start)
-    elif cfg.get("init_from"):
-        initial = torch.load(cfg["init_from"], map_location="cpu", weights_only=True)
-        model.load_state_dict(initial)
-        ema.load_state_dict(initial)
-        log.info("starting %s from the weights in %s", out_dir, cfg["init_from"])
     diffusion = create_diffusion(**cfg["diffusion"]) if "diffusion" in cfg else None
     images, labels = load_digits_rgb(cfg["data_seed"])
     class_cond = kind == "diffusion" and cfg["network"].get("num_classes") is not None
