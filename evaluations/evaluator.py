@@ -34,7 +34,7 @@ from evaluations.npz_io import (
     stored_statistics,
 )
 from guided_diffusion.fileio import atomic_write
-from guided_diffusion.storage import ObjectPath, location
+from guided_diffusion.storage import ObjectPath, local_path, location
 
 PAPER_SAMPLE_COUNT = 50_000
 _PRINTED = (("inception_score", "Inception Score"), ("fid", "FID"), ("sfid", "sFID"), ("precision", "Precision"),
@@ -232,11 +232,12 @@ def main(argv: list[str] | None = None) -> None:
         default="torch",
         help="default: torch (Inception, no TensorFlow); digits: the demo's own feature space, not Inception",
     )
-    parser.add_argument("--feature-net", type=Path, help="digits backend: feature network file (default: the demo's)")
+    parser.add_argument("--feature-net", type=local_path,
+                        help="digits backend: feature network file (default: the demo's)")
     parser.add_argument("--json", help="also write the results and their provenance to this file")
-    parser.add_argument("--graph", type=Path, help="Inception graph to use instead of the official download")
+    parser.add_argument("--graph", type=local_path, help="Inception graph to use instead of the official download")
     parser.add_argument(
-        "--cache-dir", type=Path, help="graph cache (default: $PAG_ADM_CACHE or ~/.cache/pag-adm)"
+        "--cache-dir", type=local_path, help="graph cache (default: $PAG_ADM_CACHE or ~/.cache/pag-adm)"
     )
     parser.add_argument("--device", help="torch backend device (default: cuda when available)")
     parser.add_argument(

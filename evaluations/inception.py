@@ -18,6 +18,7 @@ import torch
 
 from evaluations.graphdef import Node, parse_graph_def
 from guided_diffusion.fileio import atomic_write, download, file_sha256, verify
+from guided_diffusion.storage import local_path
 
 INCEPTION_URL = (
     "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/classify_image_graph_def.pb"
@@ -189,9 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     """`download` fetches and verifies the official graph; `convert` also writes its PyTorch weights."""
     parser = argparse.ArgumentParser(prog="python -m evaluations.inception", description=main.__doc__)
     parser.add_argument("command", choices=["download", "convert"])
-    parser.add_argument("--graph", type=Path, help="a graph file to use instead of the official download")
+    parser.add_argument("--graph", type=local_path, help="a graph file to use instead of the official download")
     parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="default: $PAG_ADM_CACHE or ~/.cache/pag-adm"
+        "--cache-dir", type=local_path, default=None, help="default: $PAG_ADM_CACHE or ~/.cache/pag-adm"
     )
     args = parser.parse_args(argv)
     cache_dir = args.cache_dir or default_cache_dir()

@@ -26,6 +26,7 @@ from evaluations.backends import load_backend
 from evaluations.inception import FEATURE_BATCH_SIZE, FeatureBackend
 from evaluations.npz_io import NpzImages, check_images_header, save_npz_atomic
 from guided_diffusion.fileio import atomic_write, download, unreadable, verify
+from guided_diffusion.storage import local_path
 
 URL_PREFIX = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -253,20 +254,20 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list", help="show the registry")
     dl = sub.add_parser("download", help="download batches (names from 'list', or 'all' reference batches)")
     dl.add_argument("names", nargs="+")
-    dl.add_argument("--dir", type=Path, default=Path("ref_batches"))
+    dl.add_argument("--dir", type=local_path, default=Path("ref_batches"))
     vf = sub.add_parser("verify", help="check every downloaded batch in --dir against its checksum")
-    vf.add_argument("--dir", type=Path, default=Path("ref_batches"))
+    vf.add_argument("--dir", type=local_path, default=Path("ref_batches"))
     bd = sub.add_parser("build", help="build a reference batch from a folder of images or an npz")
-    bd.add_argument("source", type=Path)
-    bd.add_argument("--out", type=Path, required=True)
+    bd.add_argument("source", type=local_path)
+    bd.add_argument("--out", type=local_path, required=True)
     bd.add_argument("--resolution", type=int, help="target size (folders: ADM center crop; npz: checked)")
     bd.add_argument(
         "--max-images", type=int, default=10_000, help="images kept in arr_0 for precision/recall"
     )
     bd.add_argument("--seed", type=int, default=0)
     bd.add_argument("--backend", choices=["torch", "tf"], default="torch")
-    bd.add_argument("--graph", type=Path, help="Inception graph to use instead of the official download")
-    bd.add_argument("--cache-dir", type=Path)
+    bd.add_argument("--graph", type=local_path, help="Inception graph to use instead of the official download")
+    bd.add_argument("--cache-dir", type=local_path)
     bd.add_argument("--device")
     args = parser.parse_args(argv)
     try:

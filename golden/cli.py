@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from guided_diffusion.storage import local_path
+
 from . import adm, dps, family
 from .fixture import FAIL, PASS, SKIP, Fixture, FixtureError, Result
 
@@ -45,7 +47,7 @@ def check_file(path: Path) -> list[Result]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fixtures", nargs="+", type=Path, help="fixture .pt files (each with its .json sidecar)")
+    parser.add_argument("fixtures", nargs="+", type=local_path, help="fixture .pt files (each with its .json sidecar)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     counts = {PASS: 0, FAIL: 0, SKIP: 0}

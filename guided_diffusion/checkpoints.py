@@ -34,6 +34,7 @@ from .checkpoint_registry import CHECKPOINTS
 from .factory import build_network, classifier_spec_from_flags, diffusion_spec_from_flags, unet_spec_from_flags
 from .fileio import DownloadError, DownloadInterrupted, DownloadMismatch, atomic_write, file_sha256
 from .fileio import download as download_file
+from .storage import local_path
 
 DEFAULT_DIR = "models"
 CLI = "python -m guided_diffusion.checkpoints"
@@ -495,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = sub.add_parser(command, help=help_text)
         if command != "list":
             cmd.add_argument("names", nargs="+", metavar="NAME", help="registry name(s), or 'all'")
-        cmd.add_argument("--dir", default=DEFAULT_DIR, type=Path, help=f"checkpoint directory (default {DEFAULT_DIR})")
+        cmd.add_argument("--dir", default=DEFAULT_DIR, type=local_path,
+                         help=f"checkpoint directory (default {DEFAULT_DIR})")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":

@@ -16,6 +16,7 @@ FileNotFoundError, as it is locally.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import hashlib
 import os
@@ -58,6 +59,16 @@ class StorageError(OSError):
 def is_url(path: object) -> bool:
     """Whether `path` names an object in a store (an ObjectPath, or text of the form scheme://...)."""
     return isinstance(path, ObjectPath) or (isinstance(path, str) and _URL.match(path) is not None)
+
+
+def local_path(text: str) -> Path:
+    """An argparse type for options that take local paths only: a URL gets a sentence instead of becoming a local
+    folder named 's3:'."""
+    if is_url(text):
+        raise argparse.ArgumentTypeError(
+            f"{text} is an object-store URL, and this option takes a local path; docs/object-storage.md lists the "
+            "paths that take URLs (or copy the object to a local file first)")
+    return Path(text)
 
 
 _FILESYSTEMS: dict[str, Any] = {}

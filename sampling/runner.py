@@ -45,6 +45,7 @@ from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
 from guided_diffusion.storage import Location, ObjectPath, StorageError, files, location
 
 from . import manifest as mf
+from .allocator import keep_freed_memory
 from .config import group_keys, sample_schema
 from .dist import DEVICES, RankInfo, discover, select_device
 from .errors import ConfigError, SamplingError
@@ -539,6 +540,8 @@ class Run:
 def _configure_torch(conf: Mapping[str, Any], device: torch.device) -> None:
     if conf.get("cpu_threads") is not None:
         torch.set_num_threads(int(conf["cpu_threads"]))
+    if device.type == "cpu":
+        keep_freed_memory()
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = False

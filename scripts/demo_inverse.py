@@ -26,6 +26,7 @@ from evaluations.backends import load_backend  # noqa: E402
 from evaluations.restoration import fid, psnr, ssim  # noqa: E402
 from guided_diffusion.diffusion import quantize_uint8  # noqa: E402
 from guided_diffusion.fileio import atomic_write  # noqa: E402
+from guided_diffusion.storage import local_path  # noqa: E402
 from sampling.config import compose_config  # noqa: E402
 from sampling.dist import RankInfo  # noqa: E402
 from sampling.errors import SamplingError  # noqa: E402
@@ -58,8 +59,8 @@ def sample(exp: str, out_dir: Path, truths: Path, num_samples: int, *overrides: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=16)
-    parser.add_argument("--out-root", type=Path, default=ROOT / "results" / "runs" / "demo_inverse")
-    parser.add_argument("--report", type=Path, default=ROOT / "results" / "demo_inverse")
+    parser.add_argument("--out-root", type=local_path, default=ROOT / "results" / "runs" / "demo_inverse")
+    parser.add_argument("--report", type=local_path, default=ROOT / "results" / "demo_inverse")
     args = parser.parse_args(argv)
     started, cpu_started, load = time.time(), time.process_time(), os.getloadavg()[0]
     truths = export_truths(args.out_root / "truths", args.num_samples)

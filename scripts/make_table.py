@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from guided_diffusion.storage import local_path  # noqa: E402
 from reproduce.report import write_report  # noqa: E402
 from reproduce.tables import load_table, table_names  # noqa: E402
 from sampling.errors import SamplingError, report  # noqa: E402
@@ -20,8 +21,9 @@ from sampling.errors import SamplingError, report  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/make_table.py", description=__doc__.splitlines()[0])
     parser.add_argument("table", choices=table_names(), metavar="TABLE", help=f"one of: {', '.join(table_names())}")
-    parser.add_argument("--out-root", type=Path, default=Path("results/runs"), help="run directories: ROOT/TABLE/ROW")
-    parser.add_argument("--report", type=Path, help="write REPORT.md/.csv instead of the table's default")
+    parser.add_argument("--out-root", type=local_path, default=Path("results/runs"),
+                        help="run directories: ROOT/TABLE/ROW")
+    parser.add_argument("--report", type=local_path, help="write REPORT.md/.csv instead of the table's default")
     args = parser.parse_args(argv)
     command = "python scripts/make_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:

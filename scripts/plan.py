@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from hydra.errors import HydraException  # noqa: E402
 
+from guided_diffusion.storage import local_path  # noqa: E402
 from reproduce.plan import DEFAULT_GPU, DEFAULT_UTILIZATION, GPUS, Throughput, format_markdown, format_text, plan_table  # noqa: E402,E501
 from reproduce.tables import load_table, table_names  # noqa: E402
 from sampling.errors import SamplingError, report  # noqa: E402
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--utilization", type=float, default=DEFAULT_UTILIZATION,
                         help="achieved fraction of the GPU's dense peak (an assumption; default %(default)s)")
     parser.add_argument("--tflops", type=float, help="achieved TFLOP/s, e.g. measured; replaces --utilization")
-    parser.add_argument("--markdown", type=Path, help="also write the plan as Markdown to this file")
+    parser.add_argument("--markdown", type=local_path, help="also write the plan as Markdown to this file")
     args = parser.parse_args(argv)
     throughput = Throughput(GPUS[args.gpu], args.utilization, args.tflops)
     try:

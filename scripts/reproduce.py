@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from hydra.errors import HydraException  # noqa: E402
 
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
-from guided_diffusion.storage import location  # noqa: E402
+from guided_diffusion.storage import local_path, location  # noqa: E402
 from reproduce.driver import LAUNCHERS, Launch, reproduce  # noqa: E402
 from reproduce.report import write_report  # noqa: E402
 from reproduce.tables import load_table, table_names  # noqa: E402
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ngpu", type=int, default=1,
                         help="ranks per row (local: processes started on this machine, rank 0 in this one)")
     parser.add_argument("--backend", help="evaluator backend instead of the table's (torch, tf, digits)")
-    parser.add_argument("--report", type=Path, help="write REPORT.md/.csv instead of the table's default")
+    parser.add_argument("--report", type=local_path, help="write REPORT.md/.csv instead of the table's default")
     parser.add_argument("--no-eval", action="store_true", help="sample only")
     parser.add_argument("--bootstrap", type=int, metavar="N",
                         help="bootstrap resamples (default: the table's; 0: off)")

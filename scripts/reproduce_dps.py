@@ -19,6 +19,7 @@ import torch  # noqa: E402
 from evaluations.backends import load_backend  # noqa: E402
 from evaluations.perceptual import Lpips, LpipsUnavailable  # noqa: E402
 from guided_diffusion.checkpoints import CheckpointError  # noqa: E402
+from guided_diffusion.storage import local_path  # noqa: E402
 from reproduce.dps import reproduce_dps  # noqa: E402
 from reproduce.driver import LAUNCHERS, Launch  # noqa: E402
 from reproduce.plan import DEFAULT_GPU, DEFAULT_UTILIZATION, GPUS, Throughput  # noqa: E402
@@ -36,8 +37,8 @@ def lpips_or_none(device: str) -> Lpips | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-root", type=Path, default=ROOT / "results" / "runs")
-    parser.add_argument("--report", type=Path, default=ROOT / "results" / "dps.md")
+    parser.add_argument("--out-root", type=local_path, default=ROOT / "results" / "runs")
+    parser.add_argument("--report", type=local_path, default=ROOT / "results" / "dps.md")
     parser.add_argument("--data-dir", help="ground-truth FFHQ images (default: the exps' data/ffhq256)")
     parser.add_argument("--num-samples", type=int, help="replaces the exps' 1000")
     parser.add_argument("--plan", action="store_true", help="write the cost plan only, run nothing")

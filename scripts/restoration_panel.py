@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from guided_diffusion.storage import local_path  # noqa: E402
 from sampling.inverse import read_reconstructions  # noqa: E402
 from visualization.draw import save_png  # noqa: E402
 from visualization.restorations import restoration_panel  # noqa: E402
@@ -18,9 +19,9 @@ from visualization.restorations import restoration_panel  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dps", type=Path, help="run directory of the DPS exp")
-    parser.add_argument("dps_pag", type=Path, help="run directory of the DPS + PAG exp")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument("dps", type=local_path, help="run directory of the DPS exp")
+    parser.add_argument("dps_pag", type=local_path, help="run directory of the DPS + PAG exp")
+    parser.add_argument("--out", type=local_path, required=True, help="PNG to write")
     parser.add_argument("--count", type=int, default=4, help="images (rows)")
     parser.add_argument("--cell", type=int, default=128, help="tile size in pixels")
     args = parser.parse_args(argv)

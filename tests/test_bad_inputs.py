@@ -99,3 +99,15 @@ def test_reference_batch_from_a_folder_with_a_broken_image(tmp_path):
     with pytest.raises(ValueError, match=r"b.png cannot be read .*; replace the file or remove it from the folder"):
         build_reference_batch(folder, tmp_path / "ref.npz", backend=None, resolution=8)
     assert not (tmp_path / "ref.npz").exists()
+
+
+@pytest.mark.parametrize("command", [
+    [PY, "-m", "guided_diffusion.checkpoints", "download", "64x64_diffusion", "--dir", "s3://bucket/models"],
+    [PY, "-m", "evaluations.refs", "download", "imagenet64", "--dir", "gs://bucket/refs"],
+    [PY, str(ROOT / "scripts" / "reproduce_dps.py"), "--plan", "--out-root", "az://container/runs"],
+])
+def test_local_only_options_refuse_urls_before_writing(command, tmp_path):
+    """Options that take local paths refuse an object-store URL with a sentence, and create no folder named 's3:'."""
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "is an object-store URL, and this option takes a local path" in result.stderr
+    assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []

@@ -61,3 +61,34 @@ def test_reduced_demo_end_to_end(tmp_path):
     with np.load(samples["demo_uncond"]) as plain, np.load(samples["demo_uncond_pag"]) as guided:
         assert np.array_equal(plain["arr_1"], guided["arr_1"])  # same seeds, same labels in every row
         assert not np.array_equal(plain["arr_0"], guided["arr_0"])
+
+
+def test_metric_floor_of_real_digits_is_far_below_a_model_row():
+    """Held-out real digits score a small FID against the other half; the demo's rows are read against it."""
+    from training.floor import floors
+
+    results = floors(num_samples=128, seed=0, resamples=20)
+    assert results["halves"]["num_samples"] == 899 and results["subset"]["num_samples"] == 128
+    assert results["halves"]["num_ref_images"] == results["subset"]["num_ref_images"] == 898
+    assert results["halves"]["fid"] < 5  # the demo's rows score ~50-60 in this feature space
+    assert results["subset"]["fid"] > results["halves"]["fid"]  # fewer samples: FID biased upward
+
+
+class _EpsOf(torch.nn.Module):
+    """A stand-in network whose eps is its input (slope 1) or its input minus its mean colour (slope 0)."""
+
+    image_size = 8
+
+    def __init__(self, keep_mean: bool):
+        super().__init__()
+        self.keep_mean = keep_mean
+
+    def forward(self, x, t):
+        return x if self.keep_mean else x - x.mean((2, 3), keepdim=True)
+
+
+def test_dc_response_slope_tells_a_model_that_ignores_the_mean_colour():
+    from training.dc_response import dc_slope
+
+    assert dc_slope(_EpsOf(keep_mean=True), 900, 64)[0] == pytest.approx(1.0)
+    assert abs(dc_slope(_EpsOf(keep_mean=False), 900, 64)[0]) < 1e-5

@@ -7,6 +7,8 @@ Differences were measured on CPU (torch 2.13.0) on the small random network belo
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from guidance.pag import PAG
 from guided_diffusion.attention import AttentionHost, Processor, default_attention, exact_attention, sdpa_attention
 from guided_diffusion.diffusion import create_diffusion
 from guided_diffusion.factory import build_network, unet_spec_from_flags
+from sampling.allocator import keep_freed_memory
 from sampling.config import compose_config
 from sampling.manifest import config_hash
 from sampling.models import load_model, model_precision, random_init, resolve_precision
@@ -122,3 +125,9 @@ def test_compiled_model_matches_eager() -> None:
     layers = ["input_blocks.3.1", "middle_block.1"]
     guided = PAG(compiled, diffusion, layers, 1.0)(x, t)
     assert (guided - PAG(eager, diffusion, layers, 1.0)(x, t)).abs().max() < 1e-4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_sampler_keeps_freed_memory_on_glibc():
+    """The CPU sampler raises glibc's mmap/trim thresholds (sampling/allocator.py); mallopt refuses bad values."""
+    assert keep_freed_memory()

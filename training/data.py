@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from evaluations.npz_io import save_npz_atomic
 from guided_diffusion.diffusion import quantize_uint8
+from guided_diffusion.storage import local_path
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
@@ -51,7 +52,7 @@ def export_reference_batch(path: Path, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.data", description="Export the demo's digits.")
     parser.add_argument("command", choices=["export"])
-    parser.add_argument("path", type=Path, help="output .npz (e.g. data/demo/digits32_ref.npz)")
+    parser.add_argument("path", type=local_path, help="output .npz (e.g. data/demo/digits32_ref.npz)")
     parser.add_argument("--seed", type=int, default=0, help="data_seed of the training configs")
     args = parser.parse_args(argv)
     print(export_reference_batch(args.path, args.seed))

@@ -22,6 +22,7 @@ from evaluations.bootstrap import BootstrapSettings
 from evaluations.evaluator import evaluate
 from evaluations.npz_io import save_npz_atomic
 from guided_diffusion.diffusion import quantize_uint8
+from guided_diffusion.storage import local_path
 
 from .data import load_digits_rgb
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.floor", description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=512, help="the second floor's size (a demo row's N)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the subset and the bootstrap")
-    parser.add_argument("--json", type=Path, help="also write both evaluations as JSON")
+    parser.add_argument("--json", type=local_path, help="also write both evaluations as JSON")
     args = parser.parse_args(argv)
     results = floors(args.num_samples, args.seed)
     print("| floor | " + " | ".join(KEYS) + " |")
