@@ -56,7 +56,7 @@ SWEEPS = {
                        "SAG supplement Table 4: the attention map's layer (In. 11, In. 8, Mid., Out. 2, 5, 8)"),
     "sag_baseline": Sweep("adm128_cond_sag_ablation", "guidance.scale", (0,),
                           "SAG supplement Tables 3-4 'Baseline' column: the same run without SAG"),
-    "demo_pag_scale": Sweep("demo_uncond_pag", "guidance.scale", (0, 0.5, 1, 2, 3, 4),
+    "demo_pag_scale": Sweep("demo_uncond_pag", "guidance.scale", (0, 0.5, 1, 2, 3, 4, 6, 8),
                             "Demo analogue of PAG Fig. 12: PAG scale s on the digits model, 512 samples, DDIM 10",
                             backend="digits", report="results/demo/sweep_pag_scale", resamples=1000),
     "demo_sag_scale": Sweep("demo_uncond_sag", "guidance.scale", (0, 0.25, 0.5, 1, 2),
