@@ -12,6 +12,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from .nn import ADM_NORM_GROUPS
 from .unet import EncoderUNetModel, SuperResModel, UNetModel
 
 NUM_CLASSES = 1000
@@ -88,6 +89,7 @@ def unet_spec_from_flags(flags: Mapping[str, Any], family: str = "adm") -> dict:
         "resblock_updown": bool(flags.get("resblock_updown", False)),
         "use_new_attention_order": bool(flags.get("use_new_attention_order", False)),
         "activation": "sigmoid_silu" if family == "iddpm" else "silu",
+        "norm_groups": ADM_NORM_GROUPS,
     }
 
 
@@ -115,6 +117,7 @@ def classifier_spec_from_flags(flags: Mapping[str, Any]) -> dict:
         "use_new_attention_order": False,
         "pool": str(flags.get("classifier_pool", "attention")),
         "activation": "silu",
+        "norm_groups": ADM_NORM_GROUPS,
     }
 
 

@@ -50,8 +50,25 @@ def avg_pool_nd(dims: int, *args, **kwargs) -> nn.Module:
     return _AVG_POOLS[dims](*args, **kwargs)
 
 
+ADM_NORM_GROUPS = 32
+
+
 def normalization(channels: int) -> nn.Module:
-    return GroupNorm32(32, channels)
+    return GroupNorm32(ADM_NORM_GROUPS, channels)
+
+
+def set_norm_groups(module: nn.Module, groups: int) -> None:
+    """Regroup every GroupNorm32 in `module`; ADM always uses 32 groups, narrower models trained here may not.
+
+    At 32 channels, 32 groups is an instance norm that erases each channel's mean, and with it the input's mean colour
+    (training/dc_response.py); fewer groups keep it in the differences between the channels of a group.
+    """
+    for name, norm in module.named_modules():
+        if isinstance(norm, GroupNorm32):
+            if groups < 1 or norm.num_channels % groups:
+                raise ValueError(f"norm_groups={groups} does not divide the {norm.num_channels} channels of {name}; "
+                                 "choose a divisor of model_channels")
+            norm.num_groups = groups
 
 
 def zero_module(module: nn.Module) -> nn.Module:

@@ -18,11 +18,13 @@ import torch.nn.functional as F
 
 from .attention import AttentionHost
 from .nn import (
+    ADM_NORM_GROUPS,
     avg_pool_nd,
     conv_nd,
     convert_module_to_f16,
     make_activation,
     normalization,
+    set_norm_groups,
     timestep_embedding,
     zero_module,
 )
@@ -294,6 +296,7 @@ class UNetModel(_Torso):
     """The ADM U-Net (also IDDPM's, with resblock_updown=False and activation='sigmoid_silu').
 
     attention_resolutions are downsample factors ds (image_size // resolution), as upstream's constructor takes them.
+    norm_groups is ADM's 32 for every official checkpoint; only models trained here at small widths change it.
     """
 
     def __init__(
@@ -317,6 +320,7 @@ class UNetModel(_Torso):
         resblock_updown: bool = False,
         use_new_attention_order: bool = False,
         activation: str = "silu",
+        norm_groups: int = ADM_NORM_GROUPS,
     ):
         super().__init__()
         if num_heads_upsample == -1:
@@ -363,6 +367,7 @@ class UNetModel(_Torso):
         # bf16 option: the torso (input, middle and output blocks) runs under torch.autocast with this dtype; the
         # embeddings and the out head stay float32, so guidance arithmetic sees float32 outputs.
         self.autocast_dtype: torch.dtype | None = None
+        set_norm_groups(self, norm_groups)
         if use_fp16:
             self.convert_to_fp16()
 
@@ -496,6 +501,7 @@ class EncoderUNetModel(_Torso):
         use_new_attention_order: bool = False,
         pool: str = "adaptive",
         activation: str = "silu",
+        norm_groups: int = ADM_NORM_GROUPS,
     ):
         super().__init__()
         self.model_channels = model_channels
@@ -520,6 +526,7 @@ class EncoderUNetModel(_Torso):
             )
         else:
             raise ValueError(f"unsupported classifier pool {pool!r}; choose 'adaptive' or 'attention'")
+        set_norm_groups(self, norm_groups)
         if use_fp16:
             self.convert_to_fp16()
 

@@ -161,6 +161,10 @@ def _check_value(dotted: str, value: object, key: Key, rule: Mapping[str, Any]) 
         return
     kinds = {rule["type"]} if "type" in rule else key.kinds
     if not _kind_ok(value, kinds):
+        if kinds == {"str"} and _kind(value) in ("int", "float"):
+            # Hydra reads an unquoted 10 as a number; the key takes text
+            quoted = f"{dotted}='\"{value}\"'"
+            raise _reject(dotted, value, key, rule, f" (a number; this key takes text: quote it, {quoted})")
         raise _reject(dotted, value, key, rule)
     if isinstance(value, list) and key.items:
         bad = [item for item in value if not _kind_ok(item, key.items)]

@@ -62,6 +62,8 @@ def test_debug_switch_shows_the_traceback(tmp_path):
         (["guidance=sag", "~guidance.layers", "guidance.blur_kernel=4"], r"allowed: an odd integer >= 1"),
         (["guidance/perturbation=random_mask", "guidance.perturbation.p=1.5"], r"allowed: a number >= 0.0 and <= 1"),
         (["sampler.eta=-1"], r"sampler.eta = -1 is not valid; allowed: a number >= 0.0"),
+        (["sampler.timestep_respacing=10"], r"= 10 \(a number; this key takes text: quote it, "
+                                            r"sampler.timestep_respacing='\"10\"'\)"),
         (["save_png=1"], r"save_png = 1 is not valid; allowed: true or false"),
     ],
 )

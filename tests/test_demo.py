@@ -55,7 +55,7 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert list(samples) == [row.name for row in table.rows]
     md, _ = write_report(table, tmp_path / "runs", tmp_path / "demo" / "table", "test")
     text = md.read_text()
-    assert text.count("| 8 | ddim10 |") == len(table.rows) and "digits classifier" in text
+    assert text.count("| 8 | ddpm10 |") == len(table.rows) and "digits classifier" in text
     grid = write_grid(samples["demo_uncond_pag"], tmp_path / "demo" / "grid.png", count=8)
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with np.load(samples["demo_uncond"]) as plain, np.load(samples["demo_uncond_pag"]) as guided:
@@ -92,3 +92,12 @@ def test_dc_response_slope_tells_a_model_that_ignores_the_mean_colour():
 
     assert dc_slope(_EpsOf(keep_mean=True), 900, 64)[0] == pytest.approx(1.0)
     assert abs(dc_slope(_EpsOf(keep_mean=False), 900, 64)[0]) < 1e-5
+
+
+def test_committed_demo_model_follows_the_mean_colour():
+    """The demo models use 8 GroupNorm groups so that eps can see the input's mean colour; the 32-group models they
+    replaced had slope 0.016 (coloured backgrounds: data/demo/README.md)."""
+    from training.dc_response import dc_slope, load_demo_model
+
+    model, _ = load_demo_model("demo32_uncond")
+    assert dc_slope(model, 900, 64)[0] > 0.25

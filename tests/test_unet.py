@@ -13,9 +13,9 @@ SMALL = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mul
          "num_head_channels": 16, "learn_sigma": True, "class_cond": True, "resblock_updown": True}
 
 
-def _model(**flags) -> torch.nn.Module:
+def _model(norm_groups: int = 32, **flags) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_network(unet_spec_from_flags({**SMALL, **flags})).eval()
+    model = build_network({**unet_spec_from_flags({**SMALL, **flags}), "norm_groups": norm_groups}).eval()
     for p in model.parameters():  # zero-initialised output convs would hide differences
         p.data.normal_(0, 0.05)
     return model
@@ -100,3 +100,27 @@ def test_bad_specs_raise() -> None:
         build_network({"kind": "unet", "image_size": 32, "bogus": 1})
     with pytest.raises(ValueError, match="channel_mult"):
         unet_spec_from_flags({**SMALL, "image_size": 48, "channel_mult": ""})
+
+
+def test_norm_groups_regroups_every_norm_and_keeps_the_state_dict() -> None:
+    """norm_groups (demo models; ADM is 32) changes the GroupNorms' grouping, not the checkpoint layout."""
+    adm, regrouped = _model(), _model(norm_groups=8)
+    assert adm.state_dict().keys() == regrouped.state_dict().keys()
+    norms = [m for m in regrouped.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 8 for m in norms)
+    assert all(m.num_groups == 32 for m in adm.modules() if isinstance(m, torch.nn.GroupNorm))
+    regrouped.load_state_dict(adm.state_dict())
+    x, t, kwargs = _inputs(adm)
+    with torch.no_grad():
+        assert not torch.allclose(adm(x, t, **kwargs), regrouped(x, t, **kwargs), atol=1e-3)
+    with pytest.raises(ValueError, match="norm_groups=5 does not divide"):
+        _model(norm_groups=5)
+
+
+def test_one_channel_per_group_erases_each_channels_mean() -> None:
+    """Why the demo models use 8 groups: at 32 channels ADM's 32 groups subtract every channel's own mean before the
+    output conv, so a shift of the input's mean colour cannot reach eps through it (training/dc_response.py)."""
+    h = torch.randn(4, 32, 8, 8) + torch.randn(4, 32, 1, 1)
+    for groups, erased in ((32, True), (8, False)):
+        means = torch.nn.functional.group_norm(h, groups).mean((2, 3))
+        assert torch.allclose(means, torch.zeros_like(means), atol=1e-5) == erased

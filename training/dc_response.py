@@ -6,7 +6,7 @@ whose eps ignores that mean leaves it in x0-hat = (x_t - sqrt(1 - abar) eps) / s
 background. This prints the least-squares slope of DC(eps) on DC(x_t) over pure-noise inputs (1 is right, 0 ignores
 it) and the background offset it implies at the sampler's first step.
 
-    python -m training.dc_response [--model demo32_uncond] [--inputs 256]
+    python -m training.dc_response [--model demo32_uncond] [--weights PATH] [--inputs 256]
 """
 
 from __future__ import annotations
@@ -33,17 +33,23 @@ def dc_slope(model: torch.nn.Module, t: int, inputs: int, seed: int = 0) -> tupl
     return float((dc_x * dc_eps).sum() / (dc_x * dc_x).sum()), float(dc_x.std())
 
 
+def load_demo_model(name: str, weights: Path | None = None) -> tuple[torch.nn.Module, dict]:
+    """configs/model/<name>.yaml's network with `weights` (default: the committed data/demo/<name>.pt), and the spec."""
+    spec = yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text())
+    model = build_network(spec["network"])
+    model.load_state_dict(torch.load(weights or REPO / "data" / "demo" / f"{name}.pt", map_location="cpu",
+                                     weights_only=True))
+    return model.eval(), spec
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.dc_response", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo32_uncond",
                         help="configs/model/<name>.yaml, weights data/demo/<name>.pt")
+    parser.add_argument("--weights", type=Path, help="a state dict for that config (default data/demo/<model>.pt)")
     parser.add_argument("--inputs", type=int, default=256, help="pure-noise inputs per timestep")
     args = parser.parse_args(argv)
-    spec = yaml.safe_load((REPO / "configs" / "model" / f"{args.model}.yaml").read_text())
-    model = build_network(spec["network"])
-    model.load_state_dict(torch.load(REPO / "data" / "demo" / f"{args.model}.pt", map_location="cpu",
-                                     weights_only=True))
-    model.eval()
+    model, spec = load_demo_model(args.model, args.weights)
     abar = create_diffusion(**spec["diffusion"]).alphas_cumprod
     if spec["network"].get("num_classes"):
         raise SystemExit(f"{args.model} is class-conditional; this check takes an unconditional model")
