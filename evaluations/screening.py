@@ -1,0 +1,194 @@
+"""A bfloat16 screen in front of ADM's float16 distances: exact values only where a ball or candidate test needs them.
+
+The reference-to-sample pass of precision and recall only asks, of each pair, whether its float16 distance lies
+within the reference's k-NN radius or the sample's 33-NN distance, and for the pairs within the latter, the value.
+Those are a fraction of a percent of all pairs. So the pass first runs one bfloat16 product, which oneDNN computes at
+twice its float32 rate on CPUs with AVX512-BF16, giving every pair an approximate distance with a proven error bound;
+pairs whose bound puts them beyond both thresholds are settled without their exact value. The rest get today's exact
+value: the float32 oneDNN product of their float16 features (oneDNN sums each entry in the same order whatever the
+shapes, from 2 x 2 up, which tests/test_screening.py checks) put through ADM's float16 chain.
+
+The approximation (docs/speed.md, "Precision and recall"): features u are centred on a common mean m, a = u - m,
+rounded to bfloat16, hi = bf16(a). The product runs on extended rows [hi_u, A_u pieces, 1, 1, 1] and columns
+[-2 hi_v, 1, 1, 1, A_v pieces], where A_u = n_u - 2 m.u + m.m (n_u the float16 norm) is split into three bfloat16
+pieces, so the float32-accumulated output is y = A_u + A_v - 2 hi_u.hi_v ~ n_u + n_v - 2 u.v, rounded to bfloat16.
+`_slack` bounds every difference between y before its bfloat16 rounding and the exact float16 distance D by a
+per-point term s(u) + s(v); rounding is monotone, so the screen keeps a pair when y <= threshold + s(u) + s(v)
+rounded up to bfloat16, and drops no pair whose D is within the threshold.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from evaluations import distances
+
+# unit roundoffs of float16 (11-bit significand) and float32
+_U16 = 2.0**-11
+_U32 = 2.0**-24
+_PIECES = 3  # bfloat16 pieces of A_u: 24 significant bits, float32's precision
+_EXTRA = 16  # extra product columns (2 x _PIECES used, the rest zero) keep K a multiple of 16
+_LAMBDA = 2.0**-9  # AM-GM weight: 2|x||y| <= l x^2 + y^2 / l, l about bfloat16's relative rounding |res| / |hi|
+_ROW_GROUP = 8  # rows per exact product of the screened-in pairs
+_FLOAT16_SAFE = 65504.0
+
+
+@functools.cache
+def available() -> bool:
+    """oneDNN with native bfloat16 products on this CPU (without them bfloat16 runs slower than float32)."""
+    return distances._ONEDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _gamma(terms: int) -> float:
+    """Higham's bound on the relative error of a float32 sum of `terms` exact products, in any order."""
+    return terms * _U32 / (1 - terms * _U32)
+
+
+def _bf16_pieces(x: torch.Tensor) -> torch.Tensor:
+    """[n, _PIECES] bfloat16 values whose sum is x (float64) up to |x| 2^-24."""
+    pieces, rest = [], x.clone()
+    for _ in range(_PIECES):
+        piece = rest.to(torch.bfloat16)
+        pieces.append(piece)
+        rest -= piece.double()
+    return torch.stack(pieces, 1)
+
+
+class Screen:
+    """One feature set prepared for the screen: bfloat16 row and column operands, and each point's slack s(u)."""
+
+    def __init__(self, x: distances.Operand, mean: torch.Tensor):
+        n, dim = x.half.shape
+        centred = x.half - mean  # float32: within 2^-24 |a| of a = u - m
+        hi = centred.to(torch.bfloat16)
+        gamma_k = _gamma(dim)
+        # float32 sums of squares and dot products, made upper bounds (or bounded) by gamma_K
+        centred2 = torch.einsum("ij,ij->i", centred, centred).double() * (1 + gamma_k) * (1 + 2.0**-22)
+        norms16 = x.half_norms.double()
+        # |u|^2 from its float16 norm fl16(fl32-sum of fl16(u_k^2)): each rounding undone (subnormals absolutely)
+        squares = ((norms16 + 2.0**-25) * (1 + 2 * _U16) * (1 + 2 * gamma_k) + dim * 2.0**-25) * (1 + 2 * _U16)
+        mean_u = (x.half @ mean).double()
+        mean2 = float(mean.double() @ mean.double())
+        big_a = norms16 - 2 * mean_u + mean2
+        pieces = _bf16_pieces(big_a)
+        # [hi, A pieces, 1, 1, 1, 0...] and [-2 hi, 1, 1, 1, A pieces, 0...], written in place (no concatenation)
+        self.rows = torch.zeros(n, dim + _EXTRA, dtype=torch.bfloat16)
+        self.rows[:, :dim] = hi
+        self.rows[:, dim : dim + _PIECES] = pieces
+        self.rows[:, dim + _PIECES : dim + 2 * _PIECES] = 1
+        self.cols = torch.zeros(n, dim + _EXTRA, dtype=torch.bfloat16)
+        torch.mul(hi, -2, out=self.cols[:, :dim])
+        self.cols[:, dim : dim + _PIECES] = 1
+        self.cols[:, dim + _PIECES : dim + 2 * _PIECES] = pieces
+        # 2 gamma_K |u||m| bounds the float32 m.u in A_u
+        big_a_error = (big_a - pieces.double().sum(1)).abs() + 2 * gamma_k * torch.sqrt(squares * mean2)
+        self.slack = _slack(dim, norms16, squares, centred2, big_a_error, pieces.double().abs().sum(1), mean2)
+        # every float16 step of a distance is finite when the bound of `certainly_finite` stays below float16's max
+        self.norm = float(torch.sqrt(squares.max())) if n else 0.0
+        self.max_norm16 = float(norms16.max()) if n else 0.0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _slack(dim: int, norms16: torch.Tensor, squares: torch.Tensor, centred2: torch.Tensor, big_a_error: torch.Tensor,
+           piece_sum: torch.Tensor, mean2: float) -> torch.Tensor:
+    """s(u) with |y_uv(before bfloat16 rounding) - D_uv| <= s(u) + s(v) for every pair, D_uv being ADM's float16
+    distance in either order of its additions (|u|^2 <= `squares`, |a_u|^2 <= `centred2`).
+
+    The terms, each split between the two points (AM-GM where they multiply):
+    - ADM's float16 chain fl(fl(n_u - 2 fl(p)) + n_v) against n_u + n_v - 2p: three roundings of at most
+      2^-11 (|n_u + n_v| + 2|p| + |n_u| + 2|p| + 2|p|) plus float16's subnormal spacing, |p| <= (|u|^2 + |v|^2) / 2;
+    - the exact float32 product p against u.v: gamma_K (|u|^2 + |v|^2) / 2, twice;
+    - A_u's pieces and float32 m.u against A_u, and 2 |a_u.a_v - hi_u.hi_v| <= 2 (|hi_u||r_v| + |r_u||hi_v| +
+      |r_u||r_v|) with the bfloat16 residual |r| <= 2^-9 |a| (+ 2^-24 |a| for a's float32 rounding), |hi| <= |a|;
+    - the float32 accumulation of the extended product: gamma_{K+6} (|hi_u|^2 + |hi_v|^2 + 2 sum |pieces|).
+    A relative 1e-6 and absolute 1e-9 cover the float64 arithmetic of these sums.
+    """
+    gamma_k = _gamma(dim)
+    chain = _U16 * (1 + 4 * _U16) * (2 * norms16 + 3 * (1 + gamma_k) * squares) + 1.5 * 2.0**-25
+    product = gamma_k * squares
+    residual = (2.0**-9 + 2.0**-23) ** 2  # |r|^2 / |a|^2, and |hi| <= |a| (1 + 2^-9)
+    high = (1 + 2.0**-8) ** 2
+    rounding = big_a_error + (_LAMBDA * high + residual / _LAMBDA + residual) * centred2
+    accumulation = _gamma(dim + 2 * _PIECES) * (high * centred2 + 2 * piece_sum)
+    float64 = 1e-9 * (1 + norms16 + squares + mean2)
+    return (chain + product + rounding + accumulation + float64) * (1 + 1e-6)
+
+
+def common_mean(*operands: distances.Operand) -> torch.Tensor:
+    """The centre the screens share; any vector keeps the bound valid, the mean keeps it tight."""
+    return sum(x.half.sum(0) for x in operands) / sum(len(x) for x in operands)
+
+
+def certainly_finite(a: Screen, b: Screen) -> bool:
+    """Every float16 value of ADM's a-to-b distances is finite, as a sufficient condition: |p| <= |u||v| (1 + gamma),
+    |n_u - 2 fl(p)| <= n_u + 2 |p| (1 + 2^-11), each rounding at most 2^-11 up. Otherwise the caller keeps ADM's
+    per-block float16 check and float32 fallback."""
+    dim = a.rows.shape[1] - _EXTRA
+    product = a.norm * b.norm * (1 + _gamma(dim))
+    bound = ((a.max_norm16 + 2 * product * (1 + _U16)) * (1 + _U16) + b.max_norm16) * (1 + _U16)
+    return bound < _FLOAT16_SAFE  # False for nan and inf too
+
+
+def _up_to_bf16(x: torch.Tensor) -> torch.Tensor:
+    """x (float32 or float64) rounded up to bfloat16, so that y <= it whenever y <= x for bfloat16 y."""
+    low = x.to(torch.bfloat16)
+    below = low.double() < x.double()
+    return torch.where(below, torch.nextafter(low.float(), torch.tensor(float("inf"))).to(torch.bfloat16), low)
+
+
+def thresholds(radius: torch.Tensor, own: torch.Tensor, other_max: float) -> torch.Tensor:
+    """Screening thresholds for pairs whose distance may be <= `radius` (float32, per point of this side), with
+    this side's slack `own` and the other side's largest slack: bfloat16 bit patterns as int16 (see `within`)."""
+    return _up_to_bf16(radius.double() + own + other_max).view(torch.int16)
+
+
+def within(approximate: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """approximate <= limit for bfloat16 `approximate` and non-negative limits, compared as int16 bit patterns
+    (twice as fast as bfloat16 comparisons): non-negative bfloat16 values order as their patterns do, and every
+    negative value (-0 included) has a negative pattern."""
+    return approximate.view(torch.int16) <= limit
+
+
+def approximate(a: Screen, rows: slice, b: Screen, cols: slice) -> torch.Tensor:
+    """Approximate distances of a[rows] to b[cols] (bfloat16, within the screen's bound of ADM's float16 ones)."""
+    return torch.ops.mkldnn._linear_pointwise(a.rows[rows], b.cols[cols], None, "none", [], "")
+
+
+def exact_products(a: distances.Operand, rows: torch.Tensor, b: distances.Operand, cols: torch.Tensor) -> torch.Tensor:
+    """The float32 products of the float16 features a[rows[i]] . b[cols[i]], bit for bit those of a full tile.
+
+    `rows` ascending. _ROW_GROUP distinct rows at a time are multiplied with all their pairs' columns (one oneDNN
+    product of at least 2 x 2: oneDNN takes another summation order for a single row or column) and the pairs'
+    entries picked out. The columns are gathered into one reused buffer: a fresh one per group costs more in page
+    faults than the gather itself.
+    """
+    out = torch.empty(len(rows), dtype=torch.float32)
+    if not len(rows):
+        return out
+    distinct, counts = torch.unique_consecutive(rows, return_counts=True)
+    row_position = torch.repeat_interleave(torch.arange(len(distinct)), counts)
+    ends = torch.cumsum(counts, 0)
+    bounds = torch.cat([torch.zeros(1, dtype=torch.long), ends[_ROW_GROUP - 1 :: _ROW_GROUP], ends[-1:]]).unique()
+    widest = int((bounds[1:] - bounds[:-1]).max())
+    buffer = torch.empty(max(widest, 2), b.half.shape[1])
+    bounds = bounds.tolist()
+    for group, (p0, p1) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        g0 = group * _ROW_GROUP
+        group_rows = distinct[g0 : g0 + _ROW_GROUP]
+        if len(group_rows) == 1:  # a second row keeps oneDNN on its matrix kernel
+            group_rows = group_rows.repeat(2)
+        group_cols = cols[p0:p1] if p1 - p0 > 1 else cols[p0:p1].repeat(2)
+        gathered = torch.index_select(b.half, 0, group_cols, out=buffer[: len(group_cols)])
+        product = distances._product(a.half[group_rows], gathered)
+        out[p0:p1] = product[row_position[p0:p1] - g0, torch.arange(p1 - p0)]
+    return out
+
+
+def exact_distances(a: distances.Operand, rows: torch.Tensor, b: distances.Operand, cols: torch.Tensor) -> torch.Tensor:
+    """ADM's float16 distances of the pairs (a[rows[i]], b[cols[i]]), row's norm added first, as in a tile."""
+    p16 = exact_products(a, rows, b, cols).to(torch.float16).mul_(-2)
+    return p16.add_(a.half_norms[rows]).add_(b.half_norms[cols]).clamp_min_(0)
