@@ -97,11 +97,15 @@ def inception_score(probs: np.ndarray, split_size: int = 5000) -> float:
 
 
 def _manifold_radii(x: distances.Operand, k: int, row_batch_size: int, col_batch_size: int,
-                    tile_rows: int) -> torch.Tensor:
-    """Squared distance from each point to its k-th nearest neighbour, the point itself being neighbour 0."""
+                    tile_rows: int, screen: screening.Screen | None = None) -> torch.Tensor:
+    """Squared distance from each point to its k-th nearest neighbour, the point itself being neighbour 0
+    (through the bfloat16 screen where it settles them, evaluations/screening.py)."""
     if len(x) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} feature vectors, got {len(x)}")
-    return distances.nearest(x, k + 1, row_batch_size, col_batch_size, tile_rows)[0][:, k]
+    radii = None if screen is None else screening.radii(x, screen, k, tile_rows)
+    if radii is None:
+        radii = distances.nearest(x, k + 1, row_batch_size, col_batch_size, tile_rows)[0][:, k]
+    return radii
 
 
 # Bootstrap bookkeeping (docs/statistics.md). A resample's ball around sample j has the radius of the k-th nearest
@@ -215,19 +219,22 @@ class _Balls:
         return ref_index, sample_index, _count_nearer(self.near_dist, sample_index, values)
 
 
-def _screens(ref: distances.Operand, sample: distances.Operand,
-             balls: _Balls) -> tuple[screening.Screen, screening.Screen] | None:
-    """The bfloat16 screens of both sets where they pay and keep ADM's results exactly: native bfloat16 products,
-    enough samples (the pairs within a sample's 33 nearest are 0.3 % of 10,000, but 1.6 % of 2,000, where the
-    screen costs more than it saves), finite thresholds (with every sample listed, every pair is reachable), and
-    float16 distances that are certainly finite (otherwise ADM's per-block float32 fallback decides)."""
+def _screens(ref: distances.Operand, sample: distances.Operand) -> tuple[screening.Screen, screening.Screen] | None:
+    """The bfloat16 screens of both sets where they pay: native bfloat16 products and enough samples (the pairs
+    within a sample's 33 nearest are 0.3 % of 10,000, but 1.6 % of 2,000, where the screen costs more than it
+    saves). Each use checks that its float16 distances are certainly finite (otherwise ADM's per-block float32
+    fallback decides)."""
     if len(sample) < SCREEN_MIN_SAMPLES or not screening.available():
         return None
-    if not (torch.isfinite(balls.farthest).all() and torch.isfinite(balls.ref_radii).all()):
-        return None
     mean = screening.common_mean(ref, sample)
-    screens = screening.Screen(ref, mean), screening.Screen(sample, mean)
-    return screens if screening.certainly_finite(*screens) else None
+    return screening.Screen(ref, mean), screening.Screen(sample, mean)
+
+
+def _screens_cross(screens: tuple[screening.Screen, screening.Screen] | None, balls: _Balls) -> bool:
+    """The reference-to-sample pass can be screened: finite thresholds (with every sample listed, every pair is
+    reachable) and certainly finite float16 distances."""
+    return (screens is not None and bool(torch.isfinite(balls.farthest).all())
+            and bool(torch.isfinite(balls.ref_radii).all()) and screening.certainly_finite(*screens))
 
 
 def _screened_block(ref: distances.Operand, sample: distances.Operand,
@@ -273,7 +280,8 @@ def manifold_coverage(
     """
     ref = distances.Operand(ref_features)
     sample = distances.Operand(sample_features)
-    ref_radii = _manifold_radii(ref, k, row_batch_size, col_batch_size, tile_rows)
+    screens = _screens(ref, sample)
+    ref_radii = _manifold_radii(ref, k, row_batch_size, col_batch_size, tile_rows, screens and screens[0])
     if len(sample) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} feature vectors, got {len(sample)}")
     listed = min(len(sample), NEIGHBOURS + 1)
@@ -285,10 +293,10 @@ def manifold_coverage(
     candidates = _Candidates(len(ref), len(sample), listed, CANDIDATES)
     sample_covered = torch.zeros(len(sample), dtype=torch.bool)
     balls = _Balls(ref_radii, farthest, near_dist)
-    screens = _screens(ref, sample, balls)
+    screened = _screens_cross(screens, balls)
     for rows in distances.blocks(len(ref), row_batch_size):
         for cols in distances.blocks(len(sample), col_batch_size):
-            if screens is None:
+            if not screened:
                 tiles = distances.map_block(ref, rows, sample, cols, balls.tile(cols), tile_rows)
             else:
                 tiles = _screened_block(ref, sample, screens, rows, cols, balls, tile_rows)

@@ -192,3 +192,94 @@ def exact_distances(a: distances.Operand, rows: torch.Tensor, b: distances.Opera
     """ADM's float16 distances of the pairs (a[rows[i]], b[cols[i]]), row's norm added first, as in a tile."""
     p16 = exact_products(a, rows, b, cols).to(torch.float16).mul_(-2)
     return p16.add_(a.half_norms[rows]).add_(b.half_norms[cols]).clamp_min_(0)
+
+
+# k-NN radii of a set against itself. The columns fall into groups of _GROUP; one bfloat16 pass over each pair
+# once keeps every point's smallest approximate distance per group, which bounds its radius from above and names
+# the few groups that can hold its k + 1 nearest; those groups alone get exact float16 distances.
+_GROUP = 16
+_MOST_GROUPS = 32  # per point on average; beyond it (many equal distances) the dense pass is cheaper
+
+
+def _column_group_minima(y: torch.Tensor) -> torch.Tensor:
+    """Minimum of each row over consecutive groups of _GROUP columns (the last group may be shorter)."""
+    full = y.shape[1] // _GROUP * _GROUP
+    minima = [y[:, :full].unflatten(1, (-1, _GROUP)).amin(2)]
+    if full < y.shape[1]:
+        minima.append(y[:, full:].amin(1, keepdim=True))
+    return torch.cat(minima, 1)
+
+
+def _group_minima(x: Screen, tile_rows: int) -> torch.Tensor:
+    """[n, groups] smallest approximate distance of each point to each group of points (bfloat16), from one
+    product per pair: a tile of rows against itself and the points after it, whose rows' minima over the tile's
+    groups come from the same product."""
+    n = len(x)
+    groups = -(-n // _GROUP)
+    minima = torch.empty(n, groups, dtype=torch.bfloat16)
+    tile = max(_GROUP, tile_rows // _GROUP * _GROUP)
+    for t0 in range(0, n, tile):
+        t1 = min(t0 + tile, n)
+        y = approximate(x, slice(t0, t1), x, slice(t0, n))
+        minima[t0:t1, t0 // _GROUP :] = _column_group_minima(y)
+        if t1 < n:  # t1 - t0 is a multiple of _GROUP here
+            minima[t1:, t0 // _GROUP : t1 // _GROUP] = y[:, t1 - t0 :].unflatten(0, (-1, _GROUP)).amin(1).T
+    return minima
+
+
+def _group_distances(x: distances.Operand, rows: torch.Tensor, group: int, out: torch.Tensor,
+                     buffer: torch.Tensor) -> None:
+    """ADM's float16 distances of points `rows` to group `group`, into out[:, :width] (float32); `buffer` takes
+    the gathered rows (a fresh tensor per group costs more in page faults than the gather)."""
+    c0, c1 = group * _GROUP, min((group + 1) * _GROUP, len(x))
+    cols = slice(c0, c1) if c1 - c0 > 1 else torch.tensor([c0, c0])
+    both = rows if len(rows) > 1 else rows.repeat(2)  # oneDNN sums a single row or column in another order
+    gathered = torch.index_select(x.half, 0, both, out=buffer[: len(both)])
+    m2 = distances._product(gathered, x.half[cols]).to(torch.float16).mul_(-2)
+    out[:, : c1 - c0] = distances._finish16(m2, x.half_norms[both], x.half_norms[cols])[: len(rows), : c1 - c0]
+
+
+def radii(x: distances.Operand, screen: Screen, k: int, tile_rows: int) -> torch.Tensor | None:
+    """Each point's (k + 1)-th smallest float16 distance to the set (itself included), as distances.nearest gives
+    it when every float16 value is finite; None where the screen cannot settle it cheaply (too few groups, too
+    many candidate groups) and the dense pass should run.
+
+    A group's minimum y bounds a distance in it from above (y's rounding undone, plus the slack), so the (k + 1)-th
+    smallest bound over groups, tau, bounds the radius; groups whose minimum is beyond tau's screening threshold hold
+    no distance <= tau. The radius is then the (k + 1)-th smallest exact distance in the remaining groups, checked
+    to be <= tau.
+    """
+    n = len(x)
+    groups = -(-n // _GROUP)
+    if groups <= k or not certainly_finite(screen, screen):
+        return None
+    minima = _group_minima(screen, tile_rows)
+    largest_slack = float(screen.slack.max())
+    kth_minimum = torch.topk(minima.float(), k + 1, 1, largest=False).values[:, k].double()
+    # D <= y (1 + 2^-8) + s(u) + s(v) for y >= 0 (y's bfloat16 rounding undone), and D >= 0
+    tau = (kth_minimum + kth_minimum.abs() * 2.0**-8 + screen.slack + largest_slack).clamp_min_(0)
+    row, group = torch.nonzero(within(minima, thresholds(tau, screen.slack, largest_slack)[:, None]), as_tuple=True)
+    if len(row) > _MOST_GROUPS * n:
+        return None
+    order = torch.argsort(group, stable=True)
+    row, group = row[order], group[order]
+    values = torch.full((len(row), _GROUP), float("inf"))
+    starts = torch.searchsorted(group, torch.arange(groups + 1)).tolist()
+    buffer = torch.empty(max(2, max(b - a for a, b in zip(starts[:-1], starts[1:], strict=True))), x.half.shape[1])
+    for g in range(groups):
+        if starts[g] < starts[g + 1]:
+            _group_distances(x, row[starts[g] : starts[g + 1]], g, values[starts[g] : starts[g + 1]], buffer)
+    kth = _kth_per_row(values, row, n, k)
+    return kth if bool((kth.double() <= tau).all()) else None
+
+
+def _kth_per_row(values: torch.Tensor, row: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """The (k + 1)-th smallest of each row's `values` ([pairs, _GROUP], `row` naming each pair's row; every row
+    has at least k + 1 finite values), through one row-major padded matrix."""
+    order = torch.argsort(row, stable=True)
+    counts = torch.bincount(row, minlength=n)
+    first = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(row)) - first[row[order]]
+    padded = torch.full((n, int(counts.max()), values.shape[1]), float("inf"))
+    padded[row[order], slot] = values[order]
+    return torch.topk(padded.flatten(1), k + 1, 1, largest=False).values[:, k]

@@ -80,12 +80,13 @@ def _coverage(monkeypatch, ref, sample, screened: bool, **kwargs) -> metrics.Cov
 def test_screened_coverage_is_the_dense_one(monkeypatch, make, n_ref, n_sample, batch, tile):
     ref, sample = make(5, n_ref), make(6, n_sample) * 1.1
     used = []
-    real = metrics._screens
-    monkeypatch.setattr(metrics, "_screens", lambda *args: used.append(real(*args)) or used[-1])
+    real_cross, real_radii = metrics._screens_cross, screening.radii
+    monkeypatch.setattr(metrics, "_screens_cross", lambda *args: used.append(real_cross(*args)) or used[-1])
+    monkeypatch.setattr(screening, "radii", lambda *args: used.append(real_radii(*args)) or used[-1])
     kwargs = dict(row_batch_size=batch, col_batch_size=batch, tile_rows=tile)
     dense, screened = _coverage(monkeypatch, ref, sample, False, **kwargs), _coverage(
         monkeypatch, ref, sample, True, **kwargs)
-    assert used[-1] is not None  # the screen ran
+    assert used[-2] is not None and used[-1] is True  # the screened run screened both passes
     for field in ("sample_covered", "neighbours", "candidates", "nearer"):
         np.testing.assert_array_equal(getattr(screened, field), getattr(dense, field))
     assert 0 < screened.precision < 1 or make is _tied
@@ -95,11 +96,12 @@ def test_screen_steps_aside_when_float16_may_overflow(monkeypatch):
     ref, sample = _pool_like(7, 80), _pool_like(8, 90)
     ref[:3] *= 60.0  # squared norms near float16's largest value: some blocks fall back to float32
     used = []
-    real = metrics._screens
-    monkeypatch.setattr(metrics, "_screens", lambda *args: used.append(real(*args)) or used[-1])
+    real_cross, real_radii = metrics._screens_cross, screening.radii
+    monkeypatch.setattr(metrics, "_screens_cross", lambda *args: used.append(real_cross(*args)) or used[-1])
+    monkeypatch.setattr(screening, "radii", lambda *args: used.append(real_radii(*args)) or used[-1])
     kwargs = dict(row_batch_size=40, col_batch_size=40, tile_rows=16)
     dense, screened = _coverage(monkeypatch, ref, sample, False, **kwargs), _coverage(
         monkeypatch, ref, sample, True, **kwargs)
-    assert used[-1] is None
+    assert used[-2] is None and used[-1] is False  # the screened run ran both passes dense
     for field in ("sample_covered", "neighbours", "candidates", "nearer"):
         np.testing.assert_array_equal(getattr(screened, field), getattr(dense, field))
