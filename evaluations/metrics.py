@@ -240,13 +240,14 @@ def _screens_cross(screens: tuple[screening.Screen, screening.Screen] | None, ba
 def _screened_block(ref: distances.Operand, sample: distances.Operand,
                     screens: tuple[screening.Screen, screening.Screen], rows: tuple[int, int], cols: tuple[int, int],
                     balls: _Balls, tile_rows: int):
-    """The (covered samples, triples) of each row tile of one block, as `_Balls.tile` gives them from the dense
-    distances: the bfloat16 screen drops the pairs beyond both the reference radius and the sample's farthest listed
-    neighbour, and the rest get ADM's exact float16 distance."""
+    """The (covered samples, triples) of one block, as `_Balls.tile` gives them from the dense distances: the
+    bfloat16 screen drops, tile by tile, the pairs beyond both the reference radius and the sample's farthest
+    listed neighbour, and the rest get ADM's exact float16 distance."""
     ref_screen, sample_screen = screens
     c0, c1 = cols
     col_slack = sample_screen.slack[c0:c1]
     col_limit = screening.thresholds(balls.farthest[c0:c1], col_slack, float(ref_screen.slack[rows[0] : rows[1]].max()))
+    pairs = []
     for r0 in range(rows[0], rows[1], tile_rows):
         r1 = min(r0 + tile_rows, rows[1])
         approximate = screening.approximate(ref_screen, slice(r0, r1), sample_screen, slice(c0, c1))
@@ -254,13 +255,13 @@ def _screened_block(ref: distances.Operand, sample: distances.Operand,
         kept = screening.within(approximate, row_limit[:, None])
         kept |= screening.within(approximate, col_limit[None, :])
         ref_index, sample_index = torch.nonzero(kept, as_tuple=True)
-        ref_index += r0
-        sample_index += c0
-        d = screening.exact_distances(ref, ref_index, sample, sample_index).float()
-        covered = torch.zeros(c1 - c0, dtype=torch.bool)
-        covered[sample_index[d <= balls.ref_radii[ref_index]] - c0] = True
-        reachable = d <= balls.farthest[sample_index]
-        yield covered, balls.triples(ref_index[reachable], sample_index[reachable], d[reachable])
+        pairs.append((ref_index + r0, sample_index + c0))
+    ref_index, sample_index = (torch.cat(side) for side in zip(*pairs, strict=True))
+    d = screening.exact_distances(ref, ref_index, sample, sample_index).float()
+    covered = torch.zeros(c1 - c0, dtype=torch.bool)
+    covered[sample_index[d <= balls.ref_radii[ref_index]] - c0] = True
+    reachable = d <= balls.farthest[sample_index]
+    yield covered, balls.triples(ref_index[reachable], sample_index[reachable], d[reachable])
 
 
 def manifold_coverage(

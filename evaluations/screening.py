@@ -31,7 +31,7 @@ _U32 = 2.0**-24
 _PIECES = 3  # bfloat16 pieces of A_u: 24 significant bits, float32's precision
 _EXTRA = 16  # extra product columns (2 x _PIECES used, the rest zero) keep K a multiple of 16
 _LAMBDA = 2.0**-9  # AM-GM weight: 2|x||y| <= l x^2 + y^2 / l, l about bfloat16's relative rounding |res| / |hi|
-_ROW_GROUP = 8  # rows per exact product of the screened-in pairs
+_ROWS_PER_PRODUCT = 8  # rows per exact product of screened-in pairs: fewer calls against more unused entries
 _FLOAT16_SAFE = 65504.0
 
 
@@ -158,34 +158,40 @@ def approximate(a: Screen, rows: slice, b: Screen, cols: slice) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(a.rows[rows], b.cols[cols], None, "none", [], "")
 
 
-def exact_products(a: distances.Operand, rows: torch.Tensor, b: distances.Operand, cols: torch.Tensor) -> torch.Tensor:
+def exact_products(a: distances.Operand, rows: torch.Tensor, b: distances.Operand, cols: torch.Tensor,
+                   group: torch.Tensor | None = None) -> torch.Tensor:
     """The float32 products of the float16 features a[rows[i]] . b[cols[i]], bit for bit those of a full tile.
 
-    `rows` ascending. _ROW_GROUP distinct rows at a time are multiplied with all their pairs' columns (one oneDNN
-    product of at least 2 x 2: oneDNN takes another summation order for a single row or column) and the pairs'
-    entries picked out. The columns are gathered into one reused buffer: a fresh one per group costs more in page
-    faults than the gather itself.
+    Pairs of one `group` (by default: rows // _ROWS_PER_PRODUCT) are computed together: one oneDNN product of
+    their distinct rows and columns (at least 2 x 2: oneDNN sums a single row or column in another order), the
+    pairs' entries picked out. Rows and columns are gathered into reused buffers (fresh tensors cost more in page
+    faults than the gathers). Grouping samples by shared neighbours instead was slower on the bench's features:
+    their screened-in references overlap too little.
     """
     out = torch.empty(len(rows), dtype=torch.float32)
     if not len(rows):
         return out
-    distinct, counts = torch.unique_consecutive(rows, return_counts=True)
-    row_position = torch.repeat_interleave(torch.arange(len(distinct)), counts)
-    ends = torch.cumsum(counts, 0)
-    bounds = torch.cat([torch.zeros(1, dtype=torch.long), ends[_ROW_GROUP - 1 :: _ROW_GROUP], ends[-1:]]).unique()
-    widest = int((bounds[1:] - bounds[:-1]).max())
-    buffer = torch.empty(max(widest, 2), b.half.shape[1])
-    bounds = bounds.tolist()
-    for group, (p0, p1) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        g0 = group * _ROW_GROUP
-        group_rows = distinct[g0 : g0 + _ROW_GROUP]
-        if len(group_rows) == 1:  # a second row keeps oneDNN on its matrix kernel
-            group_rows = group_rows.repeat(2)
-        group_cols = cols[p0:p1] if p1 - p0 > 1 else cols[p0:p1].repeat(2)
-        gathered = torch.index_select(b.half, 0, group_cols, out=buffer[: len(group_cols)])
-        product = distances._product(a.half[group_rows], gathered)
-        out[p0:p1] = product[row_position[p0:p1] - g0, torch.arange(p1 - p0)]
+    group = rows // _ROWS_PER_PRODUCT if group is None else group
+    order = torch.argsort(group, stable=True)
+    rows, cols, group = rows[order], cols[order], group[order]
+    _, counts = torch.unique_consecutive(group, return_counts=True)
+    ends = torch.cumsum(counts, 0).tolist()
+    widest = max(2, int(counts.max()))
+    row_buffer, col_buffer = torch.empty(widest, a.half.shape[1]), torch.empty(widest, b.half.shape[1])
+    values = torch.empty(len(rows), dtype=torch.float32)
+    for p0, p1 in zip([0, *ends[:-1]], ends, strict=True):
+        group_rows, row_at = torch.unique(rows[p0:p1], return_inverse=True)
+        group_cols, col_at = torch.unique(cols[p0:p1], return_inverse=True)
+        product = distances._product(_gather(a.half, group_rows, row_buffer), _gather(b.half, group_cols, col_buffer))
+        values[p0:p1] = product[row_at, col_at]
+    out[order] = values
     return out
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """x[index] in `buffer`, with at least 2 rows (a repeated row)."""
+    index = index if len(index) > 1 else index.repeat(2)
+    return torch.index_select(x, 0, index, out=buffer[: len(index)])
 
 
 def exact_distances(a: distances.Operand, rows: torch.Tensor, b: distances.Operand, cols: torch.Tensor) -> torch.Tensor:

@@ -39,9 +39,9 @@ def test_exact_products_are_the_dense_tiles_entries():
     rows = torch.from_numpy(np.sort(np.concatenate([rng.integers(0, 70, 400), [5, 69]])))
     cols = torch.from_numpy(rng.integers(0, 90, len(rows)))
     cols[-1] = cols[-2]
-    assert torch.equal(screening.exact_products(a, rows, b, cols), dense[rows, cols])
+    assert torch.equal(screening.exact_products(a, rows, b, cols, rows // 8), dense[rows, cols])
     one = torch.tensor([3])
-    assert torch.equal(screening.exact_products(a, one, b, one), dense[one, one])
+    assert torch.equal(screening.exact_products(a, one, b, one, one), dense[one, one])
     d = screening.exact_distances(a, rows, b, cols)
     assert torch.equal(d, distances.distances16(a, slice(0, 70), b, slice(0, 90))[rows, cols])
 
@@ -66,6 +66,17 @@ def test_the_screen_keeps_every_pair_within_a_threshold(make):
     median = exact.median(1).values
     kept = screening.within(approximate, screening.thresholds(median, sa.slack, float(sb.slack.max()))[:, None])
     assert kept.float().mean() < 0.75
+
+
+@pytest.mark.parametrize("make,n,tile", [
+    (_pool_like, 203, 2048), (_signed_wide, 300, 50), (_tied, 150, 16), (_pool_like, 70, 33),
+])
+def test_screened_radii_are_the_dense_ones(make, n, tile):
+    x = distances.Operand(make(9, n))
+    screen = screening.Screen(x, screening.common_mean(x))
+    got = screening.radii(x, screen, 3, tile)
+    assert got is not None
+    assert torch.equal(got, distances.nearest(x, 4, 10000, 10000, 2048)[0][:, 3])
 
 
 def _coverage(monkeypatch, ref, sample, screened: bool, **kwargs) -> metrics.Coverage:
