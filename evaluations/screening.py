@@ -205,6 +205,7 @@ def exact_distances(a: distances.Operand, rows: torch.Tensor, b: distances.Opera
 # the few groups that can hold its k + 1 nearest; those groups alone get exact float16 distances.
 _GROUP = 16
 _MOST_GROUPS = 32  # per point on average; beyond it (many equal distances) the dense pass is cheaper
+_KTH_ROWS = 1024
 
 
 def _column_group_minima(y: torch.Tensor) -> torch.Tensor:
@@ -281,11 +282,21 @@ def radii(x: distances.Operand, screen: Screen, k: int, tile_rows: int) -> torch
 
 def _kth_per_row(values: torch.Tensor, row: torch.Tensor, n: int, k: int) -> torch.Tensor:
     """The (k + 1)-th smallest of each row's `values` ([pairs, _GROUP], `row` naming each pair's row; every row
-    has at least k + 1 finite values), through one row-major padded matrix."""
+    has at least k + 1 finite values), through padded [rows, pairs, _GROUP] matrices of _KTH_ROWS rows with
+    similar pair counts each (one point far from all others keeps many groups without widening everyone's)."""
     order = torch.argsort(row, stable=True)
+    values, row = values[order], row[order]
     counts = torch.bincount(row, minlength=n)
-    first = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(len(row)) - first[row[order]]
-    padded = torch.full((n, int(counts.max()), values.shape[1]), float("inf"))
-    padded[row[order], slot] = values[order]
-    return torch.topk(padded.flatten(1), k + 1, 1, largest=False).values[:, k]
+    slot = torch.arange(len(row)) - (torch.cumsum(counts, 0) - counts)[row]
+    kth = torch.empty(n)
+    position = torch.empty(n, dtype=torch.long)
+    by_count = torch.argsort(counts)
+    for c0 in range(0, n, _KTH_ROWS):
+        chunk = by_count[c0 : c0 + _KTH_ROWS]
+        position.fill_(-1)
+        position[chunk] = torch.arange(len(chunk))
+        mine = position[row] >= 0
+        padded = torch.full((len(chunk), int(counts[chunk].max()), values.shape[1]), float("inf"))
+        padded[position[row[mine]], slot[mine]] = values[mine]
+        kth[chunk] = torch.topk(padded.flatten(1), k + 1, 1, largest=False).values[:, k]
+    return kth

@@ -30,6 +30,13 @@ def _tied(seed: int, n: int, dim: int = 64) -> np.ndarray:
     return x
 
 
+def _far_point(seed: int, n: int, dim: int = 64) -> np.ndarray:
+    """Pool-like points and one far from all of them: its radius screens in every group."""
+    x = _pool_like(seed, n, dim)
+    x[7] += 6.0
+    return x
+
+
 def test_exact_products_are_the_dense_tiles_entries():
     a = distances.Operand(_signed_wide(0, 70, 512))
     b = distances.Operand(_signed_wide(1, 90, 512))
@@ -68,15 +75,17 @@ def test_the_screen_keeps_every_pair_within_a_threshold(make):
     assert kept.float().mean() < 0.75
 
 
-@pytest.mark.parametrize("make,n,tile", [
-    (_pool_like, 203, 2048), (_signed_wide, 300, 50), (_tied, 150, 16), (_pool_like, 70, 33),
+@pytest.mark.parametrize("make,n,tile,k", [
+    (_pool_like, 203, 2048, 3), (_signed_wide, 300, 50, 1), (_tied, 150, 16, 3), (_pool_like, 170, 33, 5),
+    (_far_point, 260, 64, 3),
 ])
-def test_screened_radii_are_the_dense_ones(make, n, tile):
+def test_screened_radii_are_the_dense_ones(monkeypatch, make, n, tile, k):
+    monkeypatch.setattr(screening, "_KTH_ROWS", 100)  # several chunks of rows
     x = distances.Operand(make(9, n))
     screen = screening.Screen(x, screening.common_mean(x))
-    got = screening.radii(x, screen, 3, tile)
+    got = screening.radii(x, screen, k, tile)
     assert got is not None
-    assert torch.equal(got, distances.nearest(x, 4, 10000, 10000, 2048)[0][:, 3])
+    assert torch.equal(got, distances.nearest(x, k + 1, 10000, 10000, 2048)[0][:, k])
 
 
 def _coverage(monkeypatch, ref, sample, screened: bool, **kwargs) -> metrics.Coverage:
