@@ -33,6 +33,7 @@ _PIECES = 3  # bfloat16 pieces of A_u: 24 significant bits, float32's precision
 _EXTRA = 16  # extra product columns (2 x _PIECES used, the rest zero) keep K a multiple of 16
 _LAMBDA = 2.0**-9  # AM-GM weight: 2|x||y| <= l x^2 + y^2 / l, l about bfloat16's relative rounding |res| / |hi|
 _ROWS_PER_PRODUCT = 8  # rows per exact product of screened-in pairs: fewer calls against more unused entries
+_COLUMN_MULTIPLE = 32  # columns of those products padded to a multiple of it
 _FLOAT16_SAFE = 65504.0
 
 
@@ -160,10 +161,9 @@ def exact_products(a: distances.Operand, rows: torch.Tensor, b: distances.Operan
     """The float32 products of the float16 features a[rows[i]] . b[cols[i]], bit for bit those of a full tile.
 
     Pairs of one `group` (by default: rows // _ROWS_PER_PRODUCT) are computed together: one oneDNN product of
-    their distinct rows and columns (at least 2 x 2: oneDNN sums a single row or column in another order), the
-    pairs' entries picked out. Rows and columns are gathered into reused buffers (fresh tensors cost more in page
-    faults than the gathers). Grouping samples by shared neighbours instead was slower on the bench's features:
-    their screened-in references overlap too little.
+    their distinct rows and columns (see `_gather`), the pairs' entries picked out. Rows and columns are gathered
+    into reused buffers (fresh tensors cost more in page faults than the gathers). Grouping samples by shared
+    neighbours instead was slower on the bench's features: their screened-in references overlap too little.
     """
     out = torch.empty(len(rows), dtype=torch.float32)
     if not len(rows):
@@ -173,25 +173,29 @@ def exact_products(a: distances.Operand, rows: torch.Tensor, b: distances.Operan
     rows, cols, group = rows[order], cols[order], group[order]
     _, counts = torch.unique_consecutive(group, return_counts=True)
     ends = torch.cumsum(counts, 0).tolist()
-    widest = max(2, int(counts.max()))
+    widest = int(counts.max()) + _COLUMN_MULTIPLE + _ROWS_PER_PRODUCT
     row_buffers = torch.empty(widest, a.half.shape[1], dtype=torch.float16), torch.empty(widest, a.half.shape[1])
     col_buffers = torch.empty(widest, b.half.shape[1], dtype=torch.float16), torch.empty(widest, b.half.shape[1])
     values = torch.empty(len(rows), dtype=torch.float32)
     for p0, p1 in zip([0, *ends[:-1]], ends, strict=True):
         group_rows, row_at = torch.unique(rows[p0:p1], return_inverse=True)
         group_cols, col_at = torch.unique(cols[p0:p1], return_inverse=True)
-        product = distances._product(_gather(a, group_rows, *row_buffers), _gather(b, group_cols, *col_buffers))
+        product = distances._product(_gather(a, group_rows, _ROWS_PER_PRODUCT, *row_buffers),
+                                     _gather(b, group_cols, _COLUMN_MULTIPLE, *col_buffers))
         values[p0:p1] = product[row_at, col_at]
     out[order] = values
     return out
 
 
-def _gather(x: distances.Operand, index: torch.Tensor, buffer16: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
-    """x's float16 features `index` as float32 in `buffer`, at least 2 rows (a repeated row); gathered as float16
-    and then widened, 40 % faster than gathering float32."""
-    index = index if len(index) > 1 else index.repeat(2)
-    gathered = torch.index_select(x.float16, 0, index, out=buffer16[: len(index)])
-    return buffer[: len(index)].copy_(gathered)
+def _gather(x: distances.Operand, index: torch.Tensor, multiple: int, buffer16: torch.Tensor,
+            buffer: torch.Tensor) -> torch.Tensor:
+    """x's float16 features `index` as float32 in `buffer`, padded with repeats of the first to a multiple of
+    `multiple` rows (at least 2: oneDNN sums a single row another way; few shapes: oneDNN builds a kernel per
+    shape). Gathered as float16 and then widened, 40 % faster than gathering float32."""
+    padded = max(2, -(-len(index) // multiple) * multiple)
+    index = torch.cat([index, index[:1].expand(padded - len(index))])
+    gathered = torch.index_select(x.float16, 0, index, out=buffer16[:padded])
+    return buffer[:padded].copy_(gathered)
 
 
 def exact_distances(a: distances.Operand, rows: torch.Tensor, b: distances.Operand, cols: torch.Tensor) -> torch.Tensor:
