@@ -210,6 +210,7 @@ def exact_distances(a: distances.Operand, rows: torch.Tensor, b: distances.Opera
 _GROUP = 16
 _MOST_GROUPS = 32  # per point on average; beyond it (many equal distances) the dense pass is cheaper
 _KTH_ROWS = 1024
+_MINIMA_TILE = 512  # rows per product of the minima pass: 0.2 s less than 2048 at 10K (less of each square twice)
 
 
 def _column_group_minima(y: torch.Tensor) -> torch.Tensor:
@@ -228,7 +229,7 @@ def _group_minima(x: Screen, tile_rows: int) -> torch.Tensor:
     n = len(x)
     groups = -(-n // _GROUP)
     minima = torch.empty(n, groups, dtype=torch.bfloat16)
-    tile = max(_GROUP, tile_rows // _GROUP * _GROUP)
+    tile = max(_GROUP, min(tile_rows, _MINIMA_TILE) // _GROUP * _GROUP)
     for t0 in range(0, n, tile):
         t1 = min(t0 + tile, n)
         y = approximate(x, slice(t0, t1), x, slice(t0, n))
