@@ -276,8 +276,10 @@ def manifold_coverage(
 
     Distances are squared Euclidean, computed per (row batch x column batch) block in float16 as ADM does, and in
     float32 for a block holding a non-finite value (evaluations/distances.py). Blocks are processed in tiles of
-    `tile_rows` rows, so memory stays at one tile whatever the number of features. The reference-to-sample pass
-    runs behind a bfloat16 screen where it pays (evaluations/screening.py), with identical results.
+    `tile_rows` rows, so memory stays at one tile whatever the number of features. From SCREEN_MIN_SAMPLES
+    samples the reference radii and the reference-to-sample pass run behind a bfloat16 screen
+    (evaluations/screening.py) with identical results; the samples' neighbour lists stay dense, since their order
+    among equal distances is `topk`'s.
     """
     ref = distances.Operand(ref_features)
     sample = distances.Operand(sample_features)
