@@ -3,6 +3,7 @@
     python bench/bench_precision_recall.py [--n 10000] [--pairs 3] [--threads 2] [--json OUT.json]
     python bench/bench_precision_recall.py --quick      # 2,000 x 2,000 features, 1 pair
     python bench/bench_precision_recall.py --naive      # ours vs whole-matrix NumPy and exact float64 (no TF)
+    python bench/bench_precision_recall.py --screen     # ours with the bfloat16 screen vs ours dense (no TF)
 
 Default mode: interleaved pairs (TF, ours, TF, ours, ...) in one process, both at `--threads` threads, each timed
 by wall clock and by process CPU time; speedup = the median of the per-pair ratios TF / ours. Ours is
@@ -21,6 +22,9 @@ placeholders; the float16/float32 choice is a `tf.cond` on `reduce_all(is_finite
 from the float32 block rows gathered into one N-wide buffer and `np.partition(kth=0..k)`, split into cpu_count()
 row chunks over a thread pool; precision and recall come from a second pass over (reference batch x sample batch)
 blocks whose graph returns both memberships from one distance block (`reduce_any(d <= radii)` over each axis).
+
+`--screen` times ours with and without the bfloat16 screen of evaluations/screening.py (interleaved pairs, dense
+first, CPU time), requiring identical results.
 
 `--naive` runs the previous comparison instead: ours against ADM's estimator written with whole N x N matrices in
 NumPy (same float16 rules, identical results required), with peak memory, and exact float64 distances.
@@ -43,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluations import metrics
 from evaluations.metrics import manifold_coverage, precision_recall
 from guided_diffusion.fileio import atomic_write
 
@@ -240,6 +245,25 @@ def against_tf(ref: np.ndarray, sample: np.ndarray, pairs: int, threads: int) ->
     return record
 
 
+def against_dense(ref: np.ndarray, sample: np.ndarray, pairs: int) -> dict:
+    """Interleaved pairs of ours dense (no screen at any size) and ours screened (at any size)."""
+    runs: dict[str, list] = {"dense": [], "screened": []}
+    for pair in range(pairs):
+        for name, smallest in (("dense", 1 << 62), ("screened", 0)):
+            metrics.SCREEN_MIN_SAMPLES = smallest
+            runs[name].append(timed_both(lambda: manifold_coverage(ref, sample)))
+        print(f"pair {pair + 1}: dense {runs['dense'][-1][1]['cpu']:6.2f} s CPU; "
+              f"screened {runs['screened'][-1][1]['cpu']:6.2f} s CPU", flush=True)
+    fields = ("sample_covered", "neighbours", "candidates", "nearer")
+    identical = all(np.array_equal(getattr(runs["dense"][0][0], f), getattr(runs["screened"][0][0], f)) for f in fields)
+    return {
+        "identical": identical,
+        **{f"{name}_cpu_s": statistics.median(run[1]["cpu"] for run in runs[name]) for name in runs},
+        "speedup_cpu": statistics.median(
+            d[1]["cpu"] / s[1]["cpu"] for d, s in zip(runs["dense"], runs["screened"], strict=True)),
+    }
+
+
 def against_naive(ref: np.ndarray, sample: np.ndarray) -> dict:
     """Ours, the whole-matrix NumPy estimator and exact float64 distances, each in a forked process."""
     mine, mine_s, mine_gb = timed(precision_recall, ref, sample)
@@ -268,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and TensorFlow threads (default: torch's, i.e. OMP_NUM_THREADS or the cores)")
     parser.add_argument("--naive", action="store_true", help="compare with whole-matrix NumPy instead of TF")
+    parser.add_argument("--screen", action="store_true", help="compare ours screened with ours dense instead of TF")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
     args.n = args.n or (2_000 if args.quick else 10_000)
@@ -281,7 +306,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.n} x {args.n} features of dim {args.dim}; {args.threads} threads, {os.cpu_count()} CPUs "
           f"({platform.processor() or platform.machine()}); load average {os.getloadavg()[0]:.1f}")
     record = {"n": args.n, "dim": args.dim, "seed": args.seed, "threads": args.threads}
-    if args.naive:
+    if args.screen:
+        record.update(against_dense(ref, sample, args.pairs))
+        if not record["identical"]:
+            sys.exit("error: the screened and dense passes disagree")
+        result = (f"RESULT n={args.n} identical_to_dense=1 dense_cpu_s={record['dense_cpu_s']:.2f} "
+                  f"screened_cpu_s={record['screened_cpu_s']:.2f} screen_speedup_cpu={record['speedup_cpu']:.2f}")
+    elif args.naive:
         record.update(against_naive(ref, sample))
         mine, naive = record["streaming"], record["naive"]
         if (mine["precision"], mine["recall"]) != (naive["precision"], naive["recall"]):

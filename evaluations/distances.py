@@ -33,6 +33,7 @@ class Operand:
         full = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         self.full = full
         half = full.to(torch.float16)
+        self.float16 = half  # half the bytes to gather (evaluations/screening.py)
         self.half = half.float()
         # float16 squares (a float16 product is rounded once), summed in float32, rounded to float16
         self.half_norms = torch.mul(half, half).sum(1, dtype=torch.float32).to(torch.float16)

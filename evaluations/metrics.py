@@ -15,7 +15,7 @@ import scipy
 import torch
 from scipy import linalg
 
-from evaluations import distances
+from evaluations import distances, screening
 
 FID_EPS = 1e-6
 IMAGINARY_ATOL = 1e-3
@@ -97,11 +97,15 @@ def inception_score(probs: np.ndarray, split_size: int = 5000) -> float:
 
 
 def _manifold_radii(x: distances.Operand, k: int, row_batch_size: int, col_batch_size: int,
-                    tile_rows: int) -> torch.Tensor:
-    """Squared distance from each point to its k-th nearest neighbour, the point itself being neighbour 0."""
+                    tile_rows: int, screen: screening.Screen | None = None) -> torch.Tensor:
+    """Squared distance from each point to its k-th nearest neighbour, the point itself being neighbour 0
+    (through the bfloat16 screen where it settles them, evaluations/screening.py)."""
     if len(x) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} feature vectors, got {len(x)}")
-    return distances.nearest(x, k + 1, row_batch_size, col_batch_size, tile_rows)[0][:, k]
+    radii = None if screen is None else screening.radii(x, screen, k, tile_rows)
+    if radii is None:
+        radii = distances.nearest(x, k + 1, row_batch_size, col_batch_size, tile_rows)[0][:, k]
+    return radii
 
 
 # Bootstrap bookkeeping (docs/statistics.md). A resample's ball around sample j has the radius of the k-th nearest
@@ -175,6 +179,7 @@ class _Candidates:
         return candidates.numpy(), nearer.numpy()
 
 
+SCREEN_MIN_SAMPLES = 8192  # below it the dense float16 pass is faster (docs/speed.md, "Precision and recall")
 _NOT_A_CANDIDATE = 1 << 30
 _CANDIDATE_BUFFER = 1 << 22  # triples held beyond the kept ones before they are reduced again
 _NEARER_CHUNK = 1 << 20
@@ -186,6 +191,77 @@ def _count_nearer(lists: torch.Tensor, columns: torch.Tensor, values: torch.Tens
         (lists[columns[i : i + _NEARER_CHUNK]] < values[i : i + _NEARER_CHUNK, None]).sum(1)
         for i in range(0, len(columns), _NEARER_CHUNK)
     ]) if len(columns) else torch.zeros(0, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class _Balls:
+    """What the reference-to-sample pass tests each pair against: the reference radii (precision), each sample's
+    farthest listed neighbour (bootstrap candidates) and the samples' neighbour lists (their nearer counts)."""
+
+    ref_radii: torch.Tensor
+    farthest: torch.Tensor
+    near_dist: torch.Tensor
+
+    def tile(self, cols: tuple[int, int]):
+        """The per-tile function of a dense block: `d` holds ADM's distances of refs r0:r1 to samples cols."""
+        c0, c1 = cols
+
+        def coverage(d: torch.Tensor, r0: int, r1: int):
+            inside = (d <= distances.at_most(self.ref_radii[r0:r1], d)[:, None]).any(0)
+            reachable = d <= distances.at_most(self.farthest[c0:c1], d)[None, :]
+            ref_index, sample_index = torch.nonzero(reachable, as_tuple=True)
+            return inside, self.triples(ref_index + r0, sample_index + c0, d[ref_index, sample_index].float())
+
+        return coverage
+
+    def triples(self, ref_index: torch.Tensor, sample_index: torch.Tensor, values: torch.Tensor) -> tuple:
+        """(reference, sample, nearer count) of pairs whose distance `values` is within the sample's list."""
+        return ref_index, sample_index, _count_nearer(self.near_dist, sample_index, values)
+
+
+def _screens(ref: distances.Operand, sample: distances.Operand) -> tuple[screening.Screen, screening.Screen] | None:
+    """The bfloat16 screens of both sets where they pay: native bfloat16 products and enough samples (the pairs
+    within a sample's 33 nearest are 0.3 % of 10,000, but 1.6 % of 2,000, where the screen costs more than it
+    saves). Each use checks that its float16 distances are certainly finite (otherwise ADM's per-block float32
+    fallback decides)."""
+    if len(sample) < SCREEN_MIN_SAMPLES or not screening.available():
+        return None
+    mean = screening.common_mean(ref, sample)
+    return screening.Screen(ref, mean), screening.Screen(sample, mean)
+
+
+def _screens_cross(screens: tuple[screening.Screen, screening.Screen] | None, balls: _Balls) -> bool:
+    """The reference-to-sample pass can be screened: finite thresholds (with every sample listed, every pair is
+    reachable) and certainly finite float16 distances."""
+    return (screens is not None and bool(torch.isfinite(balls.farthest).all())
+            and bool(torch.isfinite(balls.ref_radii).all()) and screening.certainly_finite(*screens))
+
+
+def _screened_block(ref: distances.Operand, sample: distances.Operand,
+                    screens: tuple[screening.Screen, screening.Screen], rows: tuple[int, int], cols: tuple[int, int],
+                    balls: _Balls, tile_rows: int):
+    """The (covered samples, triples) of one block, as `_Balls.tile` gives them from the dense distances: the
+    bfloat16 screen drops, tile by tile, the pairs beyond both the reference radius and the sample's farthest
+    listed neighbour, and the rest get ADM's exact float16 distance."""
+    ref_screen, sample_screen = screens
+    c0, c1 = cols
+    col_slack = sample_screen.slack[c0:c1]
+    col_limit = screening.thresholds(balls.farthest[c0:c1], col_slack, float(ref_screen.slack[rows[0] : rows[1]].max()))
+    pairs = []
+    for r0 in range(rows[0], rows[1], tile_rows):
+        r1 = min(r0 + tile_rows, rows[1])
+        approximate = screening.approximate(ref_screen, slice(r0, r1), sample_screen, slice(c0, c1))
+        row_limit = screening.thresholds(balls.ref_radii[r0:r1], ref_screen.slack[r0:r1], float(col_slack.max()))
+        kept = screening.within(approximate, row_limit[:, None])
+        kept |= screening.within(approximate, col_limit[None, :])
+        ref_index, sample_index = torch.nonzero(kept, as_tuple=True)
+        pairs.append((ref_index + r0, sample_index + c0))
+    ref_index, sample_index = (torch.cat(side) for side in zip(*pairs, strict=True))
+    d = screening.exact_distances(ref, ref_index, sample, sample_index).float()
+    covered = torch.zeros(c1 - c0, dtype=torch.bool)
+    covered[sample_index[d <= balls.ref_radii[ref_index]] - c0] = True
+    reachable = d <= balls.farthest[sample_index]
+    yield covered, balls.triples(ref_index[reachable], sample_index[reachable], d[reachable])
 
 
 def manifold_coverage(
@@ -200,11 +276,15 @@ def manifold_coverage(
 
     Distances are squared Euclidean, computed per (row batch x column batch) block in float16 as ADM does, and in
     float32 for a block holding a non-finite value (evaluations/distances.py). Blocks are processed in tiles of
-    `tile_rows` rows, so memory stays at one tile whatever the number of features.
+    `tile_rows` rows, so memory stays at one tile whatever the number of features. From SCREEN_MIN_SAMPLES
+    samples the reference radii and the reference-to-sample pass run behind a bfloat16 screen
+    (evaluations/screening.py) with identical results; the samples' neighbour lists stay dense, since their order
+    among equal distances is `topk`'s.
     """
     ref = distances.Operand(ref_features)
     sample = distances.Operand(sample_features)
-    ref_radii = _manifold_radii(ref, k, row_batch_size, col_batch_size, tile_rows)
+    screens = _screens(ref, sample)
+    ref_radii = _manifold_radii(ref, k, row_batch_size, col_batch_size, tile_rows, screens and screens[0])
     if len(sample) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} feature vectors, got {len(sample)}")
     listed = min(len(sample), NEIGHBOURS + 1)
@@ -215,19 +295,16 @@ def manifold_coverage(
 
     candidates = _Candidates(len(ref), len(sample), listed, CANDIDATES)
     sample_covered = torch.zeros(len(sample), dtype=torch.bool)
+    balls = _Balls(ref_radii, farthest, near_dist)
+    screened = _screens_cross(screens, balls)
     for rows in distances.blocks(len(ref), row_batch_size):
         for cols in distances.blocks(len(sample), col_batch_size):
-
-            def coverage(d: torch.Tensor, r0: int, r1: int, c0=cols[0], c1=cols[1]):
-                inside = (d <= distances.at_most(ref_radii[r0:r1], d)[:, None]).any(0)
-                reachable = d <= distances.at_most(farthest[c0:c1], d)[None, :]
-                ref_index, sample_index = torch.nonzero(reachable, as_tuple=True)
-                values = d[ref_index, sample_index].float()
-                sample_index += c0
-                return inside, (ref_index + r0, sample_index, _count_nearer(near_dist, sample_index, values))
-
-            for inside, triples in distances.map_block(ref, rows, sample, cols, coverage, tile_rows):
-                sample_covered[cols[0] : cols[1]] |= inside
+            if not screened:
+                tiles = distances.map_block(ref, rows, sample, cols, balls.tile(cols), tile_rows)
+            else:
+                tiles = _screened_block(ref, sample, screens, rows, cols, balls, tile_rows)
+            for covered, triples in tiles:
+                sample_covered[cols[0] : cols[1]] |= covered
                 candidates.add(*triples)
     candidate_index, nearer = candidates.arrays()
     return Coverage(k, sample_covered.numpy(), near_index.numpy(), candidate_index, nearer)
