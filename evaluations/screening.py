@@ -156,11 +156,10 @@ def approximate(a: Screen, rows: slice, b: Screen, cols: slice) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(a.rows[rows], b.cols[cols], None, "none", [], "")
 
 
-def exact_products(a: distances.Operand, rows: torch.Tensor, b: distances.Operand, cols: torch.Tensor,
-                   group: torch.Tensor | None = None) -> torch.Tensor:
+def exact_products(a: distances.Operand, rows: torch.Tensor, b: distances.Operand, cols: torch.Tensor) -> torch.Tensor:
     """The float32 products of the float16 features a[rows[i]] . b[cols[i]], bit for bit those of a full tile.
 
-    Pairs of one `group` (by default: rows // _ROWS_PER_PRODUCT) are computed together: one oneDNN product of
+    Pairs whose rows share rows // _ROWS_PER_PRODUCT are computed together: one oneDNN product of
     their distinct rows and columns (see `_gather`), the pairs' entries picked out. Rows and columns are gathered
     into reused buffers (fresh tensors cost more in page faults than the gathers). Grouping samples by shared
     neighbours instead was slower on the bench's features: their screened-in references overlap too little.
@@ -168,7 +167,7 @@ def exact_products(a: distances.Operand, rows: torch.Tensor, b: distances.Operan
     out = torch.empty(len(rows), dtype=torch.float32)
     if not len(rows):
         return out
-    group = rows // _ROWS_PER_PRODUCT if group is None else group
+    group = rows // _ROWS_PER_PRODUCT
     order = torch.argsort(group, stable=True)
     rows, cols, group = rows[order], cols[order], group[order]
     _, counts = torch.unique_consecutive(group, return_counts=True)
