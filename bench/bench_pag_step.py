@@ -110,6 +110,11 @@ class LegacyMaskAttention(LegacyAttention):
         return super().weights(weight.masked_fill(mask, float("-inf")))
 
 
+def upstream_layout(model: nn.Module) -> nn.Module:
+    """A copy of `model` in PyTorch's default (contiguous) layout, as upstream's code holds its weights."""
+    return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+
+
 def _save_input_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
     module.qkv = inputs[0].detach().float()
 
@@ -119,7 +124,7 @@ class ReleasedPAG(nn.Module):
 
     def __init__(self, model: nn.Module, layers: list[str], scale: float):
         super().__init__()
-        self.model = copy.deepcopy(model)
+        self.model = upstream_layout(model)
         self.layers = set(layers)
         self.guide_scale = 1.0 + scale
 
@@ -150,7 +155,7 @@ class ReleasedPAG(nn.Module):
 
 def upstream_plain(model: nn.Module) -> nn.Module:
     """guided-diffusion's unguided network: the same weights with QKVAttentionLegacy in every block."""
-    plain = copy.deepcopy(model)
+    plain = upstream_layout(model)
     for module in plain.modules():
         if "AttentionBlock" in type(module).__name__:
             module.attention = LegacyAttention(module.num_heads)

@@ -18,6 +18,7 @@ import torch
 from guidance.classifier import classifier_cond_fn
 from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
 from guided_diffusion.factory import build_network, diffusion_spec_from_flags, unet_spec_from_flags
+from guided_diffusion.layout import resolve_memory_format
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
@@ -180,9 +181,12 @@ class Fixture:
         return dict(self.weights.get("model_flags") or self.sidecar["model_flags"])
 
     def build_model(self, **overrides: Any) -> torch.nn.Module:
-        model = build_network({**unet_spec_from_flags(self.flags), **overrides})
+        """The fixture's network in the layout the CPU sampler runs it in (speed.memory_format: auto)."""
+        spec = {**unet_spec_from_flags(self.flags), **overrides}
+        model = build_network(spec)
         model.load_state_dict(self.weights["model_state_dict"], strict=True)
-        return model.eval()
+        precision = "fp16" if spec.get("use_fp16") else "fp32"
+        return model.to(memory_format=resolve_memory_format("auto", precision, torch.device("cpu"))).eval()
 
     @cached_property
     def model(self) -> torch.nn.Module:

@@ -190,9 +190,12 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         x = x.reshape(b, c, -1)
         h = self.proj_out(self.attention(self.qkv(self.norm(x))))
-        return (x + h).reshape(b, c, *spatial)
+        out = (x + h).reshape(b, c, *spatial)
+        # the tokens are channel-major here; hand the next convolution the layout it was given
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
 class AttentionPool2d(nn.Module):
@@ -432,7 +435,7 @@ class UNetModel(_Torso):
             h, emb = torch.cat([h] * copies), torch.cat([emb] * copies)
         with self._autocast(h.device.type):
             h = self._run_blocks(h, emb, list(prefix.skips), prefix.next_block, len(self.top_level_blocks()))
-        return self.out(h.type(prefix.dtype))
+        return self.out(h.type(prefix.dtype)).contiguous()
 
     def _run_blocks(self, h: torch.Tensor, emb: torch.Tensor, skips: list[torch.Tensor], start: int,
                     stop: int) -> torch.Tensor:

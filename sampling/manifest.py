@@ -4,10 +4,10 @@ The hash covers every config key except those in OPERATIONAL_KEYS, i.e. everythi
 model, diffusion, sampler, guidance, classifier, labels, seed, micro_batch and cpu_threads. It leaves out num_samples
 (extending a finished run to more samples is a legitimate resume: samples are per-index), batch_size (shard size
 only), the output and checkpoint paths, the device choice (recorded per shard instead), PNG export, the waiting
-timeout, the progress bar, the descriptive key reference_batch and `speed` (torch.compile: how kernels run, like the
-device; each shard records `compiled`). `precision` is hashed. Numbers are canonicalised (9.0 and 9
-hash alike), so `guidance.scale=1` on the command line resumes a run configured with 1.0. A key this list does not
-name is hashed: an unknown key can refuse a resume, never let a changed one through.
+timeout, the progress bar, the descriptive key reference_batch and `speed` (torch.compile and the memory format: how
+kernels run, like the device; each shard records `compiled` and `memory_format`). `precision` is hashed. Numbers
+are canonicalised (9.0 and 9 hash alike), so `guidance.scale=1` on the command line resumes a run configured with
+1.0. A key this list does not name is hashed: an unknown key can refuse a resume, never let a changed one through.
 """
 
 from __future__ import annotations

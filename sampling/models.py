@@ -7,6 +7,9 @@ Precision (`precision` in configs/sample.yaml) decides the numeric format here, 
 checkpoint flags say (use_fp16: upstream's float16 torso) on CUDA and in float32 on the CPU; `fp32` everywhere
 float32; `fp16` the diffusion torso in float16 on any device; `bf16` float32 weights with the diffusion torso under
 bfloat16 autocast. The out head, the embeddings, guidance arithmetic and classifier gradients stay float32.
+
+Memory format (`speed.memory_format`, guided_diffusion/layout.py): `auto` runs a float32 network channels-last on
+the CPU and in PyTorch's default layout elsewhere; `contiguous` and `channels_last` force one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from guidance.classifier import DropLabels, classifier_cond_fn
 from guided_diffusion.checkpoints import CLI, REGISTRY, load_checkpoint, network_spec
 from guided_diffusion.diffusion import GaussianDiffusion, create_diffusion
 from guided_diffusion.factory import build_network
+from guided_diffusion.layout import MEMORY_FORMATS, resolve_memory_format
 from guided_diffusion.storage import cache_dir, local_copy, location
 
 from .errors import SamplingError
@@ -63,6 +67,7 @@ CONFIG_RULES = {
         "example": "ddim25",
     },
     "sampler.eta": {"min": 0.0},
+    "speed.memory_format": {"choices": MEMORY_FORMATS},
 }
 
 
@@ -105,8 +110,9 @@ def random_init(model: nn.Module, seed: int) -> nn.Module:
 
 
 def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device: torch.device,
-               precision: str = "auto") -> nn.Module:
-    """The diffusion network of a model config, in eval mode on `device`, in the format `precision` resolves to.
+               precision: str = "auto", memory_format: str = "auto") -> nn.Module:
+    """The diffusion network of a model config, in eval mode on `device`, in the format `precision` resolves to and
+    the layout `memory_format` resolves to.
 
     Its weights are frozen: sampling never updates them, and DPS and classifier guidance differentiate with respect
     to x_t only, so autograd need not keep what only weight gradients use (11% of a DPS step's saved activations on
@@ -121,6 +127,7 @@ def load_model(model_cfg: Mapping[str, Any], checkpoint_dir: str | Path, device:
         model = _load(model_cfg["checkpoint"], spec, checkpoint_dir, device, use_fp16=resolved == "fp16")
     if resolved == "bf16":
         model.autocast_dtype = torch.bfloat16
+    model = model.to(memory_format=resolve_memory_format(memory_format, resolved, device))
     return model.requires_grad_(False)
 
 

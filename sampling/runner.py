@@ -42,6 +42,7 @@ from guidance.build import CONFIG_RULES as GUIDANCE_RULES
 from guidance.build import is_stochastic, set_generators, set_samples
 from guided_diffusion.checkpoints import CheckpointError
 from guided_diffusion.diffusion import GaussianDiffusion, quantize_uint8
+from guided_diffusion.layout import memory_format_name
 from guided_diffusion.storage import Location, ObjectPath, StorageError, files, location
 
 from . import manifest as mf
@@ -278,6 +279,7 @@ class Sampler:
     conf: Mapping[str, Any]
     precision: str = "fp32"  # what conf["precision"] resolved to on this device; recorded in every shard
     compiled: bool = False
+    memory_format: str = "contiguous"  # the network's layout (speed.memory_format resolved); recorded in every shard
     inverse: InverseProblem | None = None  # DPS: sample i reconstructs ground-truth image i
 
     @property
@@ -327,18 +329,19 @@ def build_sampler(conf: Mapping[str, Any], device: torch.device, compile_network
     """The diffusion network of `conf` and the Sampler around it (guider, classifier gradient, precision), on
     `device`; `speed.compile` applies only with compile_network. Bad settings raise ValueError naming the key."""
     precision = str(conf.get("precision", "auto"))
-    model = load_model(conf["model"], conf["paths"]["checkpoints"], device, precision)
     speed = conf.get("speed") or {}
+    memory_format = str(speed.get("memory_format", "auto"))
+    model = load_model(conf["model"], conf["paths"]["checkpoints"], device, precision, memory_format)
     compiled = compile_network and bool(speed.get("compile"))
     if compiled:
         compile_model(model, speed)
     diffusion = make_diffusion(conf["model"], conf["sampler"])
     weak_cfg = conf["guidance"].get("weak_model")  # autoguidance: a second, weaker network of the same kind
-    weak = load_model(weak_cfg, conf["paths"]["checkpoints"], device, precision) if weak_cfg else None
+    weak = load_model(weak_cfg, conf["paths"]["checkpoints"], device, precision, memory_format) if weak_cfg else None
     net = sampling_network(model, diffusion, conf["guidance"], weak)
     cond_fn = classifier_fn(conf["classifier"], conf["paths"]["checkpoints"], device, precision)
     return model, Sampler(net, diffusion, cond_fn, device, conf, model_precision(model), compiled,
-                          inverse_problem(conf))
+                          memory_format_name(model), inverse_problem(conf))
 
 
 class Progress:
@@ -461,6 +464,7 @@ class Run:
                 meta = {"config_hash": self.config_hash, "seed": self.conf["seed"], "start": start, "end": end,
                         "micro_batch": self.conf["micro_batch"], "device": sampler.device.type,
                         "precision": sampler.precision, "compiled": sampler.compiled,
+                        "memory_format": sampler.memory_format,
                         "rank": self.rank.rank, "world_size": self.rank.world_size, "torch": torch.__version__}
                 with writing("shards", layout.shard_dir):
                     path = write_shard(layout.shard_dir, start, images, labels, meta)
