@@ -30,11 +30,11 @@ from .attention import attention_layers, attention_plan
 EXECUTIONS = ("batched", "sequential", "auto")
 
 # CPU: batched while the 2B batch's activations at the network's full resolution (2B x H x W x model_channels
-# elements) stay within this many elements (16 MiB in float32); above it a 2B batch of large feature maps runs at a
-# lower per-sample rate than two B batches (cache). Measured with bench/bench_pag_step.py, results/bench.md
-# ("Execution of the two passes"): batched won at 64 px, width 64, batch 1 and 4 (0.5M, 2.1M elements), sequential at
-# 256 px, width 64, batch 1 (8.4M).
-CPU_BATCHED_MAX_ELEMENTS = 4 * 2**20
+# elements) stay within this many elements (12 MiB in float32); above it a 2B batch of large feature maps runs at a
+# lower per-sample rate than two B batches (cache). Measured with bench/bench_pag_step.py in the channels-last layout,
+# results/bench.md ("PAG step"): batched won at 64 px, width 64, batch 1, 2 and 4 (0.5M-2.1M elements), sequential at
+# batch 8 and 16 (4.2M, 8.4M) and at width 128, batch 8 (8.4M).
+CPU_BATCHED_MAX_ELEMENTS = 3 * 2**20
 # CUDA: a hypothesis, not measured yet: small batches leave the GPU idle between kernels, so one 2B call should win
 # until the batch fills the device.
 CUDA_BATCHED_MAX_BATCH = 16

@@ -70,6 +70,7 @@ def test_stochastic_perturbation_draws_the_same_masks_in_every_mode(setup) -> No
 def test_auto_rule_and_config(setup) -> None:
     diffusion, *_ = setup
     assert auto_execution(torch.zeros(4, 3, 64, 64), 64) == "batched"  # 2.1M elements: measured faster batched
+    assert auto_execution(torch.zeros(8, 3, 64, 64), 64) == "sequential"  # 4.2M: measured faster sequential
     assert auto_execution(torch.zeros(1, 3, 256, 256), 64) == "sequential"  # 8.4M: measured faster sequential
     model = _model(LIKE_256)
     cfg = {"name": "pag", "scale": 1.0, "layers": LAYERS, "execution": "sequential"}
