@@ -1,6 +1,6 @@
 """Which memory layout a network's convolutions run in.
 
-On the CPU, oneDNN's float32 3x3 convolutions run 1.1-1.8x faster on channels-last (NHWC) tensors than on
+On the CPU, oneDNN's float32 3x3 convolutions run 1.4-2.6x faster on channels-last (NHWC) tensors than on
 PyTorch's default NCHW ones at ADM's sizes (bench/bench_pag_step.py, docs/speed.md), so `auto` stores a float32
 network's 4-D weights channels-last there; every convolution then produces channels-last activations. Elsewhere
 (CUDA, reduced precision) the effect is not measured yet and the default layout stays. A layout changes float
